@@ -1,0 +1,136 @@
+/*
+ * nanomq.h — the C contract of NanoMQ.
+ *
+ * DECLARATIONS ONLY. cffi's cdef() reads this file verbatim (it cannot parse
+ * #include, #ifdef, attributes or static asserts), and the C sources include it
+ * through nmq_internal.h, so every declaration exists once and the compiler checks
+ * both sides. Constants are enums with explicit values.
+ *
+ * Conventions
+ *   - Names are nmq_<noun>_<verb>; handles are opaque.
+ *   - Hot-path calls (push/pop/batch/crc) return a status or a count and never
+ *     format a message. Slow-path calls (init/open/claim/wait) also leave a
+ *     message for this thread in nmq_last_error(), naming the value and the limit.
+ *   - Every hot entry point has a batch form; the single call is a batch of one.
+ */
+
+/* ---- status codes: 0 or a count on success, negative on failure ---- */
+enum nmq_status {
+    NMQ_OK = 0,
+    NMQ_AGAIN = -1,      /* ring full (producer) or empty (consumer): try again later */
+    NMQ_TIMEOUT = -2,    /* a blocking call's timeout expired */
+    NMQ_ETOOBIG = -3,    /* payload longer than the ring's max payload */
+    NMQ_EINVAL = -4,     /* bad argument (size, alignment, count, wait strategy) */
+    NMQ_ECORRUPT = -5,   /* region or record fails validation */
+    NMQ_EPEERDEAD = -6,  /* the other side's process has died */
+    NMQ_ECLOSED = -7,    /* the other side closed the ring, or this handle is closed */
+    NMQ_EBUSY = -8,      /* the role is held by another live handle */
+    NMQ_ESTATE = -9,     /* call out of order: commit without reserve, release without peek */
+    NMQ_ENOMEM = -10,    /* allocation of a handle failed */
+    NMQ_EVERSION = -11,  /* region layout version this build does not read */
+    NMQ_EMAGIC = -12     /* region does not start with the ring magic */
+};
+
+/* ---- limits and layout constants ---- */
+enum nmq_limits {
+    NMQ_MAX_PAYLOAD = 65536,           /* bytes of payload in one record */
+    NMQ_MAX_BATCH = 256,               /* records in one batch call */
+    NMQ_RING_HEADER_BYTES = 4096,      /* region header; the data area follows */
+    NMQ_RING_RECORD_HEADER = 8,        /* per-record header in the ring */
+    NMQ_RING_ALIGN = 8,                /* records start on 8-byte boundaries */
+    NMQ_RING_MIN_CAPACITY_LOG2 = 12,   /* 4 KiB */
+    NMQ_RING_MAX_CAPACITY_LOG2 = 34,   /* 16 GiB */
+    NMQ_RING_LAYOUT_VERSION = 1,
+    NMQ_REF_LEN_BITS = 17              /* a record ref is (offset << 17) | length */
+};
+
+enum nmq_wait {
+    NMQ_WAIT_SPIN = 0,   /* busy-spin with a pause instruction */
+    NMQ_WAIT_YIELD = 1,  /* spin, then sched_yield() */
+    NMQ_WAIT_FUTEX = 2   /* spin, then sleep on a futex in the shared region */
+};
+
+enum nmq_role {
+    NMQ_ROLE_PRODUCER = 1,
+    NMQ_ROLE_CONSUMER = 2
+};
+
+enum nmq_peer_state {
+    NMQ_PEER_NONE = 0,    /* nobody has claimed the role yet */
+    NMQ_PEER_ALIVE = 1,
+    NMQ_PEER_CLOSED = 2,  /* the holder closed its side cleanly */
+    NMQ_PEER_DEAD = 3     /* the holder's process is gone (or a zombie) */
+};
+
+typedef struct nmq_ring nmq_ring;
+
+/* Message for the last failed slow-path call on this thread ("" if none). */
+const char *nmq_last_error(void);
+
+/* ---- ring: set-up (slow path) ---- */
+/* Bytes of region needed for a ring of `capacity` data bytes (0 if capacity is invalid). */
+uint64_t nmq_ring_region_size(uint64_t capacity);
+/* Format a region of `mem_size` bytes (page-aligned memory) as an empty ring. */
+int nmq_ring_init(void *mem, uint64_t mem_size, uint64_t capacity);
+/* Validate a formatted region and make a process-local handle for it. */
+int nmq_ring_open(void *mem, uint64_t mem_size, int wait, uint32_t spin_ns, nmq_ring **out);
+/* Free the handle only; the region is the caller's to unmap. */
+void nmq_ring_free(nmq_ring *r);
+/* Take a role for this handle (done implicitly by the first push or pop). */
+int nmq_ring_claim(nmq_ring *r, int role);
+/* Mark this handle's roles closed in the region and refuse further calls on it. */
+void nmq_ring_close(nmq_ring *r);
+/* NMQ_PEER_* of the process holding `role`. */
+int nmq_ring_peer_state(nmq_ring *r, int role);
+int32_t nmq_ring_peer_pid(nmq_ring *r, int role);
+
+/* ---- ring: producer (hot path) ---- */
+/* 0, NMQ_AGAIN when there is no room, or a negative status. */
+int nmq_ring_push(nmq_ring *r, const void *data, uint32_t len);
+/* Push up to n records laid end to end in `data` with lengths `lens`; returns the
+ * number pushed (a prefix, possibly 0) or a negative status. n <= NMQ_MAX_BATCH. */
+int nmq_ring_push_batch(nmq_ring *r, const void *data, const uint32_t *lens, uint32_t n);
+/* Reserve room for a record of up to `len` bytes; returns the byte offset of its
+ * payload in the region, NMQ_AGAIN, or a negative status. */
+int64_t nmq_ring_reserve(nmq_ring *r, uint32_t len);
+/* Publish the reserved record with its final length (<= the reserved length). */
+int nmq_ring_commit(nmq_ring *r, uint32_t len);
+
+/* ---- ring: consumer (hot path) ---- */
+/* A ref is (offset of the payload in the region << NMQ_REF_LEN_BITS) | length; it
+ * is > 0 for a record, otherwise a status. Records stay held (not overwritten)
+ * until nmq_ring_release() or the next consumer call, which releases them first. */
+int64_t nmq_ring_peek(nmq_ring *r);
+/* Hold up to max_n records; their payloads span [starts[i], ends[i]) of the region.
+ * Returns the count held (0 when empty) or a negative status. */
+int nmq_ring_peek_batch(nmq_ring *r, uint64_t *starts, uint64_t *ends, uint32_t max_n);
+/* Give held records back to the producer. */
+int nmq_ring_release(nmq_ring *r);
+/* Copy one record into out; returns its length, NMQ_AGAIN, or a negative status. */
+int nmq_ring_pop(nmq_ring *r, void *out, uint32_t out_cap);
+/* Copy up to max_n whole records end to end into out (at most out_cap bytes);
+ * offsets[0] = 0 and offsets[i + 1] = end of record i. Returns the count. */
+int nmq_ring_pop_batch(nmq_ring *r, void *out, uint64_t out_cap, uint32_t *offsets, uint32_t max_n);
+
+/* ---- ring: blocking (waits with the handle's strategy; GIL released by cffi) ---- */
+/* Until a record can be read: 0, NMQ_TIMEOUT, NMQ_ECLOSED (producer closed, ring
+ * drained), NMQ_EPEERDEAD (producer died, ring drained). timeout_ns < 0: forever. */
+int nmq_ring_wait_readable(nmq_ring *r, int64_t timeout_ns);
+/* Until `len` payload bytes fit: 0, NMQ_TIMEOUT, NMQ_ECLOSED, NMQ_EPEERDEAD. */
+int nmq_ring_wait_writable(nmq_ring *r, uint32_t len, int64_t timeout_ns);
+
+/* ---- ring: state (snapshots) ---- */
+uint64_t nmq_ring_capacity(const nmq_ring *r);
+uint32_t nmq_ring_max_payload(const nmq_ring *r);
+uint64_t nmq_ring_count(const nmq_ring *r);       /* records pushed and not yet released */
+uint64_t nmq_ring_used_bytes(const nmq_ring *r);
+int nmq_ring_wait_strategy(const nmq_ring *r);   /* NMQ_WAIT_* of this handle */
+uint32_t nmq_ring_spin_ns(const nmq_ring *r);    /* spin before yield/sleep, ns */
+
+/* ---- CRC32C (Castagnoli), hardware when the CPU has it ---- */
+/* Continue `crc` (0 to start) over len bytes; returns the finished CRC. */
+uint32_t nmq_crc32c(uint32_t crc, const void *data, size_t len);
+/* The portable table implementation, always available (for tests). */
+uint32_t nmq_crc32c_sw(uint32_t crc, const void *data, size_t len);
+/* 1 when nmq_crc32c uses the hardware instruction. */
+int nmq_crc32c_hw(void);
