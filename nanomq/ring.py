@@ -125,6 +125,7 @@ class Ring:
     """
 
     __slots__ = (
+        "__weakref__",
         "_batch_buf",
         "_batch_offs",
         "_buf",
@@ -140,7 +141,6 @@ class Ring:
         "_res_view",
         "_starts",
         "_unlink_on_close",
-        "__weakref__",
     )
 
     def __init__(self, mm: mmap.mmap, path: str | None, wait: WaitStrategy, spin_us: float) -> None:
@@ -205,7 +205,9 @@ class Ring:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
-                raise FileExistsError(f"ring {name!r} already exists at {path}; attach to it or unlink it") from None
+                raise FileExistsError(
+                    f"ring {name!r} already exists at {path}; attach to it or unlink it"
+                ) from None
             try:
                 # fallocate, not ftruncate: a full /dev/shm is ENOSPC now, not SIGBUS later
                 os.posix_fallocate(fd, 0, size)
@@ -250,7 +252,9 @@ class Ring:
         """
         if self._closed:
             raise errors.RingClosedError("ring handle is closed")
-        return Ring(self._mm, self._path, wait or self._wait_name(), self._spin_us() if spin_us is None else spin_us)
+        return Ring(
+            self._mm, self._path, wait or self._wait_name(), self._spin_us() if spin_us is None else spin_us
+        )
 
     def _wait_name(self) -> WaitStrategy:
         code = lib.nmq_ring_wait_strategy(self._r)
