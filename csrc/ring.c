@@ -76,8 +76,12 @@
 #endif
 
 /* One role's holder. token identifies the handle (so two handles of one process
- * cannot both produce); pid + start time identify the process (so a reused pid is
- * not mistaken for the original holder). */
+ * cannot both produce) and embeds the holder's pid, so one atomic load says who
+ * holds the slot; the start time tells a reused pid from the original holder.
+ * token = CLAIMING bit | pid << 32 | 32 random bits (never 0). While CLAIMING is set
+ * the new holder is still writing starttime/pid; its liveness is judged by pid only. */
+#define TOKEN_CLAIMING (1ULL << 63)
+#define TOKEN_PID(t) ((int32_t)(((t) >> 32) & 0x7FFFFFFF))
 struct nmq_slot {
     _Atomic uint64_t token;     /* 0 = never claimed */
     _Atomic uint64_t starttime; /* /proc/<pid>/stat field 22; 0 = unknown */
@@ -213,13 +217,16 @@ static int process_alive(int32_t pid, uint64_t starttime) {
 }
 
 static int slot_state(struct nmq_slot *s) {
+    /* acquire: pairs with the final release store of the token in nmq_ring_claim(),
+     * so a settled token comes with its holder's closed flag and start time. */
+    uint64_t tok = atomic_load_explicit(&s->token, memory_order_acquire);
+    if (tok == 0) return NMQ_PEER_NONE;
+    if (tok & TOKEN_CLAIMING) return process_alive(TOKEN_PID(tok), 0) ? NMQ_PEER_ALIVE : NMQ_PEER_DEAD;
     /* C2 (acquire): pairs with C1 in nmq_ring_close(); the holder's final head or
      * tail store is visible once `closed` is seen. */
     if (atomic_load_explicit(&s->closed, memory_order_acquire)) return NMQ_PEER_CLOSED;
-    int32_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
-    if (atomic_load_explicit(&s->token, memory_order_acquire) == 0 || pid == 0) return NMQ_PEER_NONE;
     uint64_t st = atomic_load_explicit(&s->starttime, memory_order_relaxed);
-    return process_alive(pid, st) ? NMQ_PEER_ALIVE : NMQ_PEER_DEAD;
+    return process_alive(TOKEN_PID(tok), st) ? NMQ_PEER_ALIVE : NMQ_PEER_DEAD;
 }
 
 /* ------------------------------------------------------------------- set-up ---- */
@@ -307,10 +314,10 @@ int nmq_ring_open(void *mem, uint64_t mem_size, int wait, uint32_t spin_ns, nmq_
     r->pid = (int32_t)getpid();
     char state;
     if (proc_stat(r->pid, &r->starttime, &state) != 0) r->starttime = 0;
-    /* A random nonzero token per handle: distinguishes two handles of one process. */
-    uint64_t t = ((uint64_t)nmq_now_ns() * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)(uintptr_t)r << 17) ^
-                 ((uint64_t)r->pid << 40);
-    r->token = t ? t : 1;
+    /* pid << 32 | 32 random nonzero bits: distinguishes two handles of one process. */
+    uint64_t mix = ((uint64_t)nmq_now_ns() * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)(uintptr_t)r * 0xBF58476D1CE4E5B9ULL);
+    uint32_t low = (uint32_t)(mix >> 32) ^ (uint32_t)mix;
+    r->token = ((uint64_t)(r->pid & 0x7FFFFFFF) << 32) | (low ? low : 1);
     r->p.reserved = -1;
     *out = r;
     return NMQ_OK;
@@ -329,15 +336,19 @@ int nmq_ring_claim(nmq_ring *r, int role) {
     if (cur != r->token) {
         if (cur != 0 && slot_state(s) == NMQ_PEER_ALIVE)
             return nmq_set_error(NMQ_EBUSY, "ring already has a live %s (pid %d); a ring has one of each",
-                                 name, (int)atomic_load_explicit(&s->pid, memory_order_relaxed));
-        /* Free, closed or dead: take it over. The CAS makes one of two racing claimers win. */
-        if (!atomic_compare_exchange_strong_explicit(&s->token, &cur, r->token, memory_order_acq_rel,
-                                                     memory_order_acquire))
+                                 name, (int)TOKEN_PID(cur));
+        /* Free, closed or dead: take it over. The CAS makes one of two racing claimers
+         * win; the CLAIMING bit keeps the slot "alive" (judged by our pid alone) while
+         * the closed flag and start time below are still the previous holder's. */
+        if (!atomic_compare_exchange_strong_explicit(&s->token, &cur, r->token | TOKEN_CLAIMING,
+                                                     memory_order_acq_rel, memory_order_acquire))
             return nmq_set_error(NMQ_EBUSY, "another %s claimed the ring at the same time", name);
         atomic_store_explicit(&s->starttime, r->starttime, memory_order_relaxed);
         atomic_store_explicit(&s->closed, 0, memory_order_relaxed);
-        /* release: the start time above is visible with the pid (slot_state reads pid with acquire). */
-        atomic_store_explicit(&s->pid, r->pid, memory_order_release);
+        atomic_store_explicit(&s->pid, r->pid, memory_order_relaxed);
+        /* release: the three stores above are visible with the settled token; pairs with
+         * the acquire in slot_state(). */
+        atomic_store_explicit(&s->token, r->token, memory_order_release);
     }
     struct nmq_ring_hdr *h = r->hdr;
     if (role == NMQ_ROLE_PRODUCER) {
@@ -427,6 +438,7 @@ static inline int make_room(nmq_ring *r, uint64_t total) {
                 r->p.head = head + to_end;
                 /* R1 (release): the PAD header is visible with the new head; pairs with A1. */
                 atomic_store_explicit(&r->hdr->head, r->p.head, NMQ_RELEASE);
+                wake_peer(&r->hdr->cons_sleep); /* W1: only the consumer skipping the PAD frees the room */
             }
             return NMQ_AGAIN;
         }
