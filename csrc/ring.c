@@ -628,7 +628,7 @@ int nmq_ring_pop(nmq_ring *r, void *out, uint32_t out_cap) {
     if (ref <= 0) return (int)ref;
     uint32_t len = (uint32_t)(ref & REF_MASK);
     if (len > out_cap) return NMQ_EINVAL;
-    memcpy(out, (uint8_t *)r->hdr + (ref >> NMQ_REF_LEN_BITS), len);
+    if (len) memcpy(out, (uint8_t *)r->hdr + (ref >> NMQ_REF_LEN_BITS), len); /* out may be NULL */
     consume(r, len);
     nmq_ring_release(r);
     return (int)len;
@@ -652,7 +652,7 @@ int nmq_ring_pop_batch(nmq_ring *r, void *out, uint64_t out_cap, uint32_t *offse
             if (n == 0) return NMQ_EINVAL;
             break;
         }
-        memcpy(dst + used, (uint8_t *)r->hdr + (ref >> NMQ_REF_LEN_BITS), len);
+        if (len) memcpy(dst + used, (uint8_t *)r->hdr + (ref >> NMQ_REF_LEN_BITS), len);
         used += len;
         consume(r, len);
         offsets[++n] = (uint32_t)used;
