@@ -20,10 +20,11 @@ _STATUS: dict[int, type[errors.NanoMQError]] = {
     lib.NMQ_EMAGIC: errors.RegionError,
 }
 
-_DEFAULT_TEXT = {
-    lib.NMQ_ECORRUPT: "ring data is corrupt: a record failed validation",
-    lib.NMQ_ECLOSED: "ring is closed",
-    lib.NMQ_ESTATE: "call out of order",
+# Hot-path calls return these codes without writing a message (they never format
+# one), so the thread's last message would be stale: they always get this text.
+_HOT_PATH_TEXT = {
+    lib.NMQ_ECORRUPT: "a record in the data area failed validation (length, tag or PAD)",
+    lib.NMQ_ESTATE: "call out of order (a reservation or a peeked record is still open)",
     lib.NMQ_EINVAL: "invalid argument",
 }
 
@@ -34,9 +35,10 @@ def last_error() -> str:
 
 
 def raise_status(rc: int, context: str = "") -> NoReturn:
-    """Raise the exception for a negative C status; `context` is used when C left no message."""
+    """Raise the exception for a negative C status, its message prefixed with `context`."""
     cls = _STATUS.get(rc, errors.NanoMQError)
-    raise cls(context or last_error() or _DEFAULT_TEXT.get(rc, f"C call failed with status {rc}"))
+    text = _HOT_PATH_TEXT.get(rc) or last_error() or f"C call failed with status {rc}"
+    raise cls(f"{context}: {text}" if context else text)
 
 
 def check(rc: int) -> int:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import struct
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from nanomq import errors
@@ -44,11 +47,32 @@ _PEER_STATES = {
 _push = lib.nmq_ring_push
 _push_batch = lib.nmq_ring_push_batch
 _peek = lib.nmq_ring_peek
-_peek_batch = lib.nmq_ring_peek_batch
 _pop_batch = lib.nmq_ring_pop_batch
 _release = lib.nmq_ring_release
 _wait_readable = lib.nmq_ring_wait_readable
 _wait_writable = lib.nmq_ring_wait_writable
+_U32 = "I" if array("I").itemsize == 4 else "L"  # array typecode of uint32_t
+_BATCH_BYTES = 1 << 20  # pop_batch's copy buffer: a call returns at most this much payload
+
+
+def _u32_lengths(lens: Sequence[int]) -> array:
+    """Record lengths as a uint32 array (one C conversion); ValueError names a length out of range."""
+    if type(lens) is array and lens.typecode == _U32:
+        return lens
+    try:
+        return array(_U32, lens)
+    except OverflowError:
+        for i, size in enumerate(lens):
+            if size < 0 or size > 0xFFFFFFFF:
+                raise ValueError(f"record length {size} at index {i} is out of range") from None
+        raise
+
+
+@lru_cache(maxsize=64)
+def _uniform(size: int, n: int) -> tuple[bytes, struct.Struct]:
+    """For n records of `size` bytes end to end: their offsets as pop_batch writes them, and a
+    Struct that splits the buffer into n bytes objects in one C call."""
+    return array(_U32, range(0, (n + 1) * size, size)).tobytes(), struct.Struct(f"{size}s" * n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +94,7 @@ class RingBatch(Sequence[memoryview]):
     """Records popped in one call, kept as one buffer: record i is data[offsets[i]:offsets[i+1]]."""
 
     data: bytes
-    offsets: list[int]
+    offsets: array  # array('I') of len(self) + 1 byte offsets
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -130,8 +154,6 @@ class Ring:
         "_batch_offs",
         "_buf",
         "_closed",
-        "_ends",
-        "_lens",
         "_mm",
         "_mv",
         "_path",
@@ -139,7 +161,6 @@ class Ring:
         "_r",
         "_res_len",
         "_res_view",
-        "_starts",
         "_unlink_on_close",
     )
 
@@ -166,9 +187,6 @@ class Ring:
         self._peek_view: memoryview | None = None
         self._res_view: memoryview | None = None
         self._res_len = -1
-        self._lens = ffi.new("uint32_t[]", _MAX_BATCH)
-        self._starts = ffi.new("uint64_t[]", _MAX_BATCH)
-        self._ends = ffi.new("uint64_t[]", _MAX_BATCH)
         self._batch_offs = ffi.new("uint32_t[]", _MAX_BATCH + 1)
         self._batch_buf = None
 
@@ -273,8 +291,11 @@ class Ring:
             return
         self._closed = True
         for view in (self._peek_view, self._res_view):
-            if view is not None:
-                view.release()
+            try:
+                if view is not None:
+                    view.release()
+            except BufferError:  # exported elsewhere: it stays readable, the mapping stays alive
+                pass
         self._peek_view = self._res_view = None
         lib.nmq_ring_close(self._r)
         if self._unlink_on_close:
@@ -344,7 +365,7 @@ class Ring:
             raise errors.RingClosedError("ring handle is closed")
         if rc == _ETOOBIG:
             raise errors.PayloadTooLargeError(size, self.max_payload)
-        raise_status(rc)
+        raise_status(rc, self._path or "anonymous ring")
 
     def push(self, data: bytes) -> bool:
         """Append one record without blocking; False when the ring is full."""
@@ -388,8 +409,9 @@ class Ring:
             records = list(records)
         total = 0
         for start in range(0, len(records), _MAX_BATCH):
-            chunk = records[start : start + _MAX_BATCH]
-            pushed = self._push_packed(b"".join(chunk), [len(x) for x in chunk])
+            whole = start == 0 and len(records) <= _MAX_BATCH
+            chunk = records if whole else records[start : start + _MAX_BATCH]
+            pushed = self._push_packed(b"".join(chunk), array(_U32, map(len, chunk)))
             total += pushed
             if pushed < len(chunk):
                 break
@@ -399,6 +421,8 @@ class Ring:
         """Append records laid end to end in one buffer (record i is lengths[i] bytes)."""
         if sum(lengths) != len(data):
             raise ValueError(f"lengths add up to {sum(lengths)} bytes but the buffer holds {len(data)}")
+        if len(lengths) <= _MAX_BATCH and type(data) is bytes:
+            return self._push_packed(data, lengths)  # one C call, no views
         view = memoryview(data).cast("B")
         total = offset = 0
         for start in range(0, len(lengths), _MAX_BATCH):
@@ -415,12 +439,11 @@ class Ring:
         n = len(lens)
         if n == 0:
             return 0
-        for i, size in enumerate(lens):
-            if size < 0 or size > 0xFFFFFFFF:
-                raise ValueError(f"record length {size} at index {i} is out of range")
-        self._lens[0:n] = lens
+        # array() converts and range-checks all lengths in C; a Python loop over them cost
+        # more than the C call that pushes the whole batch
+        lens = _u32_lengths(lens)
         buf = data if type(data) is bytes else ffi.from_buffer(data)
-        rc = _push_batch(self._r, buf, self._lens, n)
+        rc = _push_batch(self._r, buf, ffi.from_buffer("uint32_t[]", lens), n)
         if rc >= 0:
             return rc
         self._fail(rc, max(lens))
@@ -459,8 +482,19 @@ class Ring:
 
     # ---------------------------------------------------------- consumer ----
 
+    def _drop_peek(self) -> None:
+        # A consumer call gives a peeked record back; its view must not show the
+        # producer's next bytes. A view something else still exports stays readable.
+        view, self._peek_view = self._peek_view, None
+        try:
+            view.release()  # type: ignore[union-attr]
+        except BufferError:
+            pass
+
     def pop(self) -> bytes | None:
         """Take one record without blocking; None when the ring is empty."""
+        if self._peek_view is not None:
+            self._drop_peek()
         ref = _peek(self._r)
         if ref > 0:
             off = ref >> _LEN_BITS
@@ -476,6 +510,8 @@ class Ring:
         Raises RingEmptyError on timeout, RingClosedError once the producer closed and
         the ring is drained, PeerDeadError once the producer died and it is drained.
         """
+        if self._peek_view is not None:
+            self._drop_peek()
         r = self._r
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -502,34 +538,46 @@ class Ring:
                     raise
                 return
 
-    def pop_batch(self, max_records: int = _MAX_BATCH) -> list[bytes]:
-        """Take up to `max_records` (<= 256) records without blocking, each as bytes."""
+    def _pop_packed(self, max_records: int, max_bytes: int) -> int:
+        """Copy up to max_records whole records (max_bytes at most) into the batch buffer."""
         if not 0 <= max_records <= _MAX_BATCH:
             raise ValueError(f"max_records {max_records} is outside 0..{_MAX_BATCH}")
-        n = _peek_batch(self._r, self._starts, self._ends, max_records)
-        if n <= 0:
-            if n < 0:
-                self._fail(n)
-            return []
-        mm = self._mm
-        out = [mm[a:b] for a, b in zip(ffi.unpack(self._starts, n), ffi.unpack(self._ends, n), strict=True)]
-        _release(self._r)
-        return out
-
-    def pop_batch_buffer(self, max_records: int = _MAX_BATCH, max_bytes: int = 1 << 20) -> RingBatch:
-        """Take up to `max_records` (<= 256) records without blocking, as one buffer with offsets."""
-        if not 0 <= max_records <= _MAX_BATCH:
-            raise ValueError(f"max_records {max_records} is outside 0..{_MAX_BATCH}")
-        max_bytes = max(max_bytes, self.max_payload)
+        if self._peek_view is not None:
+            self._drop_peek()
+        max_bytes = max(max_bytes, self.max_payload)  # the next record always fits
         if self._batch_buf is None or len(self._batch_buf) < max_bytes:
             self._batch_buf = ffi.new("char[]", max_bytes)
-        offs = self._batch_offs
-        n = _pop_batch(self._r, self._batch_buf, max_bytes, offs, max_records)
-        if n <= 0:
-            if n < 0:
-                self._fail(n)
-            return RingBatch(b"", [0])
-        return RingBatch(ffi.buffer(self._batch_buf, offs[n])[:], ffi.unpack(offs, n + 1))
+        # one C call copies the records out and gives their space back to the producer
+        n = _pop_batch(self._r, self._batch_buf, max_bytes, self._batch_offs, max_records)
+        if n < 0:
+            self._fail(n)
+        return n
+
+    def pop_batch(self, max_records: int = _MAX_BATCH) -> list[bytes]:
+        """Take up to `max_records` (<= 256) records (1 MiB at most) without blocking, each as bytes."""
+        n = self._pop_packed(max_records, _BATCH_BYTES)
+        if n == 0:
+            return []
+        buf, offs = self._batch_buf, self._batch_offs
+        size = offs[1]
+        if size:
+            offsets, split = _uniform(size, n)
+            if ffi.buffer(offs, 4 * (n + 1))[:] == offsets:
+                # equal lengths (the common case): n bytes objects from one struct call
+                return list(split.unpack_from(ffi.buffer(buf, n * size)))
+        elif offs[n] == 0:
+            return [b""] * n
+        data = ffi.buffer(buf, offs[n])[:]
+        o = ffi.unpack(offs, n + 1)
+        return [data[o[i] : o[i + 1]] for i in range(n)]
+
+    def pop_batch_buffer(self, max_records: int = _MAX_BATCH, max_bytes: int = _BATCH_BYTES) -> RingBatch:
+        """Take up to `max_records` (<= 256) records without blocking, as one buffer with offsets."""
+        n = self._pop_packed(max_records, max_bytes)
+        # the offsets as one memcpy: a list of n + 1 ints cost more than copying the records
+        offsets = array(_U32)
+        offsets.frombytes(ffi.buffer(self._batch_offs, 4 * (n + 1)))
+        return RingBatch(ffi.buffer(self._batch_buf, offsets[n])[:], offsets)
 
     def peek(self) -> memoryview | None:
         """Zero-copy read: a read-only view of the next record, valid until `release()`."""
@@ -549,8 +597,7 @@ class Ring:
         """Give the peeked record's space back to the producer; its view becomes unusable."""
         if self._peek_view is None:
             raise errors.RingStateError("release() without a peek()")
-        self._peek_view.release()
-        self._peek_view = None
+        self._drop_peek()
         rc = _release(self._r)
         if rc < 0 and rc != lib.NMQ_ESTATE:
             self._fail(rc)

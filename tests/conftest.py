@@ -1,0 +1,36 @@
+"""Fixtures shared by the test modules: unique ring names whose files are removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+SHM_PREFIX = "/dev/shm/nanomq."
+
+
+@pytest.fixture
+def new_ring_name() -> Iterator[Callable[[], str]]:
+    """A factory of unique ring names; every /dev/shm/nanomq.<name> it handed out is
+    unlinked at teardown (a test that dies before close() leaves nothing behind)."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            os.unlink(SHM_PREFIX + name)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def ring_name(new_ring_name: Callable[[], str]) -> str:
+    """One unique ring name, unlinked at teardown."""
+    return new_ring_name()
