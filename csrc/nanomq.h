@@ -134,3 +134,70 @@ uint32_t nmq_crc32c(uint32_t crc, const void *data, size_t len);
 uint32_t nmq_crc32c_sw(uint32_t crc, const void *data, size_t len);
 /* 1 when nmq_crc32c uses the hardware instruction. */
 int nmq_crc32c_hw(void);
+
+/* ---- benchmark support (csrc/bench.c): HDR bucket counting and C-level ring loops ---- */
+
+/* The counts-array layout of an HdrHistogram, with the field names and the index math
+ * of the Python `hdrhistogram` package (counts_index_for), so counts made here rebuild a
+ * Python histogram bucket for bucket. */
+typedef struct nmq_hdr_layout {
+    int64_t lowest;                           /* lowest discernible value (>= 1) */
+    int64_t highest;                          /* highest trackable value */
+    int32_t significant_figures;              /* 1..5 */
+    int32_t unit_magnitude;                   /* floor(log2(lowest)) */
+    int32_t sub_bucket_half_count_magnitude;
+    int32_t bucket_count;
+    int64_t sub_bucket_count;
+    int64_t sub_bucket_half_count;
+    int64_t sub_bucket_mask;
+    int64_t counts_len;                       /* entries of the counts array */
+} nmq_hdr_layout;
+
+/* Fill `l` as HdrHistogram(lowest, highest, significant_figures) lays out its counts. */
+int nmq_hdr_layout_init(nmq_hdr_layout *l, int64_t lowest, int64_t highest, int significant_figures);
+/* Index in the counts array of `value`, or -1 when the histogram cannot hold it. */
+int64_t nmq_hdr_index(const nmq_hdr_layout *l, int64_t value);
+/* Add n values to counts (counts_len entries); returns how many were out of range
+ * (negative or past the last bucket): those are counted here, never recorded. */
+uint64_t nmq_hdr_record(const nmq_hdr_layout *l, uint64_t *counts, const int64_t *values, uint64_t n);
+
+enum nmq_bench_mode {
+    NMQ_BENCH_THREADS = 0,    /* two threads of this process */
+    NMQ_BENCH_PROCESSES = 1   /* two forked children that only run C and _exit() */
+};
+
+/* Parameters of nmq_bench_pingpong() and nmq_bench_stream(). Payload bytes 0..7 carry
+ * the send time (CLOCK_MONOTONIC ns; the intended time when paced) and bytes 8..15
+ * the sequence number, when the payload is that long. */
+typedef struct nmq_bench_params {
+    int32_t mode;            /* NMQ_BENCH_THREADS or NMQ_BENCH_PROCESSES */
+    int32_t cpu_producer;    /* CPU of the producer (ping-pong: the side that measures); -1: no pin */
+    int32_t cpu_consumer;    /* CPU of the consumer (ping-pong: the echo side); -1: no pin */
+    uint32_t size;           /* payload bytes, 0..65536; >= 16 to record stream latency */
+    uint32_t batch;          /* stream: records per push/pop call, 1..NMQ_MAX_BATCH (ping-pong: 1) */
+    int32_t record_latency;  /* stream: record one-way latency (receive - send stamp) into counts */
+    uint64_t count;          /* measured messages (ping-pong: round trips) */
+    uint64_t warmup;         /* messages (round trips) before the measured ones */
+    uint64_t capacity;       /* ring data bytes (power of two); 0: 1 MiB */
+    double rate;             /* stream: 0 = as fast as possible, else paced messages/s (batch 1) */
+    int64_t timeout_ns;      /* give up with NMQ_TIMEOUT after this long; <= 0: 60 s */
+} nmq_bench_params;
+
+typedef struct nmq_bench_result {
+    int64_t elapsed_ns;      /* consumer's time over the measured messages (ping-pong: initiator's) */
+    uint64_t messages;       /* messages in the measured window (ping-pong: round trips) */
+    uint64_t received;       /* every message received, warm-up included */
+    uint64_t seq_errors;     /* records with a wrong sequence number or length */
+    uint64_t dropped;        /* latency samples outside the histogram's range */
+    int32_t pinned;          /* 1 when both sides run on the CPUs asked for */
+    int32_t status;          /* NMQ_OK or the first negative status of either side */
+} nmq_bench_result;
+
+/* Bounce one message over two rings (A->B, B->A); records RTT/2 (ns) of every measured
+ * round trip into counts (NULL: none). Returns res->status. Blocks; cffi drops the GIL. */
+int nmq_bench_pingpong(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
+                       nmq_bench_result *res);
+/* Producer pushes warmup + count messages of `size` bytes, consumer pops and checks them;
+ * with record_latency, one-way latency of each measured message goes into counts. */
+int nmq_bench_stream(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
+                     nmq_bench_result *res);
