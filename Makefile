@@ -1,11 +1,13 @@
 # The two commands of the README, each doing its own set-up in .venv.
 #   make report   run the default experiment workflow and write reports/
+#                 (make report EXPERIMENT=experiments/full.yaml: another experiment file)
 #   make test     lint, then the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build.py | cksum | cut -d' ' -f1)
 CORES ?= 2
+EXPERIMENT ?=
 
 .PHONY: report test lint install clean
 
@@ -19,7 +21,7 @@ $(STAMP):
 	touch $@
 
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --resources bench_slot=1 --printshellcmds
+	$(BIN)/snakemake --cores $(CORES) --resources bench_slot=1 $(if $(EXPERIMENT),--configfile $(EXPERIMENT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
