@@ -21,6 +21,7 @@ from typing import Any
 from nanomq.bench import hdr
 from nanomq.bench.drivers import CResult, Driver, RingDriver, c_pingpong, c_stream, peer_drivers
 from nanomq.bench.loadgen import LatencyResult, ThroughputResult, environment, run_latency, run_throughput
+from nanomq.ring import DEFAULT_SPIN_US
 
 __all__ = ["SECTIONS", "TARGETS", "add_arguments", "run"]
 
@@ -87,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiprocessing start method (default fork)",
     )
     parser.add_argument("--no-peers", action="store_true", help="measure NanoMQ only")
+    parser.add_argument(
+        "--spin-us",
+        type=float,
+        default=DEFAULT_SPIN_US,
+        help=f"the futex consumer's spin before it sleeps, µs (default {DEFAULT_SPIN_US:g})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -126,6 +133,7 @@ class _Plan:
         self.rates = args.rates or [10_000.0, 100_000.0]
         self.sections = args.only or list(SECTIONS)
         self.start_method = args.start_method
+        self.spin_us = args.spin_us
         self.quick = quick
         self.c_pingpong = 20_000 if quick else 1_000_000
         self.c_stream = 200_000 if quick else 10_000_000
@@ -229,7 +237,10 @@ def _jobs(plan: _Plan) -> list[tuple[str, str, Callable[[], Any]]]:
             )
     if "futex" in plan.sections:
         rate = plan.rates[0]
-        jobs.append(("futex", f"NanoMQ ring (futex) at {rate:,.0f} msg/s", lat(RingDriver("futex"), rate)))
+        futex = RingDriver("futex", spin_us=plan.spin_us)
+        jobs.append(
+            ("futex", f"NanoMQ ring (futex, spin {plan.spin_us:g} µs) at {rate:,.0f} msg/s", lat(futex, rate))
+        )
     if "peer-latency" in plan.sections:
         rate = plan.rates[0]
         for d in plan.peers:
