@@ -1,0 +1,29 @@
+"""The README's ring example runs as printed, and the example program works between processes."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_ring_example_runs_as_printed() -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # the asserts inside check the results
+    assert not Path("/dev/shm/nanomq.orders").exists(), "the creator unlinks the ring on close"
+
+
+def test_ipc_example_moves_every_message_between_two_processes() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ipc_ring.py"), "20000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "consumer: 20000 messages, sum of sequence numbers 199990000" in out
+    assert "expected sum of sequence numbers 199990000" in out
