@@ -22,7 +22,7 @@ from typing import Any
 
 from nanomq.bench import hdr
 from nanomq.bench.experiment import PARAMETERS
-from nanomq.bench.records import FAILED, OK, RECORD_FILE, SKIPPED, histogram_summary, read_record
+from nanomq.bench.records import FAILED, OK, RECORD_FILE, SKIPPED, read_record
 
 __all__ = [
     "PCT_COLUMNS",
@@ -34,7 +34,7 @@ __all__ = [
     "sustainable",
 ]
 
-# histogram_summary() key -> column stem (no dots, so pandas columns stay plain names)
+# hdr.percentiles() key -> column stem (no dots, so pandas columns stay plain names)
 PCT_COLUMNS = {
     "p50": "p50",
     "p90": "p90",
@@ -185,7 +185,7 @@ def summarize(loaded: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[Any, dict[
         merged_lat = hdr.merge(hdr.decode(x) for x in lat_ok) if lat_ok else None
         merged: dict[str, str] = {}
         if merged_lat is not None:
-            pct = histogram_summary(merged_lat)
+            pct = hdr.percentiles(merged_lat)
             merged["latency"] = hdr.encode(merged_lat)
             row["samples"] = pct["count"]
             row["mean_ns"] = pct["mean"]

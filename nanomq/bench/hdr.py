@@ -102,14 +102,32 @@ def histogram_from_values(values: Any) -> tuple[HdrHistogram, int]:
 
 
 def percentiles(h: HdrHistogram) -> dict[str, float | int]:
-    """p50, p90, p99, p99.9, p99.99, max (ns, highest equivalent values), mean (ns), count."""
+    """p50, p90, p99, p99.9, p99.99, max (ns, highest equivalent values), mean (ns), count.
+
+    The mean comes from the non-zero buckets only: hdrhistogram's get_mean_value() walks
+    every sub-bucket in Python (about 0.4 s for this module's 1 ns – 1 h range).
+    """
+    import numpy as np
+
     count = h.get_total_count()
-    out: dict[str, float | int] = {}
     values = h.get_percentile_to_value_dict(list(PERCENTILES)) if count else {}
-    for p in PERCENTILES:
-        out[f"p{p:g}"] = int(values.get(p, 0))
+    out: dict[str, float | int] = {f"p{p:g}": int(values.get(p, 0)) for p in PERCENTILES}
     out["max"] = int(h.get_max_value()) if count else 0
-    out["mean"] = float(h.get_mean_value()) if count else 0.0
+    total = 0
+    if count:
+        # HdrHistogram's index math (get_value_from_index), vectorised over the non-zero buckets
+        counts = np.ctypeslib.as_array(h.counts)
+        index = np.flatnonzero(counts).astype(np.int64)
+        half, unit = h.sub_bucket_half_count, h.unit_magnitude
+        bucket = (index >> h.sub_bucket_half_count_magnitude) - 1
+        sub = (index & (half - 1)) + half
+        first = bucket < 0
+        sub[first] -= half
+        bucket[first] = 0
+        lowest = sub << (bucket + unit)
+        median = lowest + ((np.int64(1) << (bucket + unit)) >> 1)
+        total = sum(c * m for c, m in zip(counts[index].tolist(), median.tolist(), strict=True))
+    out["mean"] = total / count if count else 0.0
     out["count"] = int(count)
     return out
 

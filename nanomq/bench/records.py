@@ -45,7 +45,6 @@ __all__ = [
     "ProcessSampler",
     "RecordError",
     "failure_reasons",
-    "histogram_summary",
     "metric_summary",
     "read_hlog",
     "read_record",
@@ -115,40 +114,9 @@ def failure_reasons(
     return reasons
 
 
-def histogram_summary(h: Any) -> dict[str, float | int]:
-    """What hdr.percentiles() gives (p50 … p99.99, max, mean in ns, count), faster.
-
-    hdrhistogram's get_mean_value() walks every sub-bucket in Python (about 0.4 s for the
-    harness's 1 ns – 1 h range); here the mean comes from the non-zero buckets only.
-    """
-    import numpy as np
-
-    count = h.get_total_count()
-    values = h.get_percentile_to_value_dict(list(hdr.PERCENTILES)) if count else {}
-    out: dict[str, float | int] = {f"p{p:g}": int(values.get(p, 0)) for p in hdr.PERCENTILES}
-    out["max"] = int(h.get_max_value()) if count else 0
-    total = 0
-    if count:
-        # HdrHistogram's index math (get_value_from_index), vectorised over the non-zero buckets
-        counts = np.ctypeslib.as_array(h.counts)
-        index = np.flatnonzero(counts).astype(np.int64)
-        half, unit = h.sub_bucket_half_count, h.unit_magnitude
-        bucket = (index >> h.sub_bucket_half_count_magnitude) - 1
-        sub = (index & (half - 1)) + half
-        first = bucket < 0
-        sub[first] -= half
-        bucket[first] = 0
-        lowest = sub << (bucket + unit)
-        median = lowest + ((np.int64(1) << (bucket + unit)) >> 1)
-        total = sum(c * m for c, m in zip(counts[index].tolist(), median.tolist(), strict=True))
-    out["mean"] = total / count if count else 0.0
-    out["count"] = int(count)
-    return out
-
-
 def metric_summary(h: Any, *, hlog: str | None, dropped: int = 0) -> dict[str, Any]:
     """The run-record block of one metric: percentiles (ns), the encoded histogram, its .hlog."""
-    out: dict[str, Any] = {"unit": "ns", **histogram_summary(h)}
+    out: dict[str, Any] = {"unit": "ns", **hdr.percentiles(h)}
     out["min"] = int(h.get_min_value()) if h.get_total_count() else 0
     out["dropped"] = int(dropped)
     out["histogram"] = hdr.encode(h)
