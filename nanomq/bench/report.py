@@ -288,7 +288,12 @@ def _display_path(path: Path) -> str:
 
 
 def _busy_warning(records: list[dict[str, Any]]) -> str | None:
-    """A caveat when other work shared the machine: load average above half the cores at a run's start."""
+    """A caveat when other work shared the machine.
+
+    Runs follow each other, and a run's producer and consumer keep up to two CPUs busy, so
+    the 1-minute load average at a run's start includes the sweep's own previous runs: only
+    a load above the CPU count plus one means something else was running too.
+    """
     worst, cores = 0.0, 0
     for r in records:
         env = r.get("environment") or {}
@@ -296,11 +301,12 @@ def _busy_warning(records: list[dict[str, Any]]) -> str | None:
         if load:
             worst = max(worst, float(load[0]))
             cores = max(cores, int(env.get("cpu_count") or 0))
-    if cores and worst > 0.5 * cores:
+    if cores and worst > cores + 1:
         return (
             f"Caution: the machine was busy during these runs (1-minute load average up to {worst:.2f} "
-            f"on {cores} CPUs at a run's start), so other work competed for the CPUs and the tails "
-            "(P99 and beyond) are inflated. Re-run on an idle machine before drawing conclusions."
+            f"on {cores} CPUs at a run's start, more than this sweep's own runs explain), so other "
+            "work competed for the CPUs and the tails (P99 and beyond) are inflated. Re-run on an "
+            "idle machine before drawing conclusions."
         )
     return None
 
