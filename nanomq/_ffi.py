@@ -5,7 +5,7 @@ from typing import NoReturn
 from nanomq import errors
 from nanomq._native import ffi, lib
 
-__all__ = ["check", "ffi", "last_error", "lib", "raise_status"]
+__all__ = ["ffi", "last_error", "lib", "raise_status"]
 
 _STATUS: dict[int, type[errors.NanoMQError]] = {
     lib.NMQ_TIMEOUT: errors.NanoMQError,
@@ -39,10 +39,3 @@ def raise_status(rc: int, context: str = "") -> NoReturn:
     cls = _STATUS.get(rc, errors.NanoMQError)
     text = _HOT_PATH_TEXT.get(rc) or last_error() or f"C call failed with status {rc}"
     raise cls(f"{context}: {text}" if context else text)
-
-
-def check(rc: int) -> int:
-    """Return rc when it is not negative; otherwise raise with the C message."""
-    if rc < 0:
-        raise_status(rc)
-    return rc
