@@ -21,7 +21,7 @@ $(STAMP):
 	touch $@
 
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --resources bench_slot=1 --scheduler greedy $(if $(EXPERIMENT),--configfile $(EXPERIMENT))
+	$(BIN)/snakemake --cores $(CORES) $(if $(EXPERIMENT),--configfile $(EXPERIMENT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

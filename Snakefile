@@ -2,7 +2,7 @@
 
     make report                                  # experiments/default.yaml, in .venv
     make report EXPERIMENT=experiments/full.yaml
-    snakemake --cores 2 --resources bench_slot=1 --scheduler greedy [--configfile experiments/full.yaml]
+    snakemake --cores 2 [--configfile experiments/full.yaml]   # profiles/default adds the rest
     snakemake -n                                 # what would run
     snakemake --report report.html               # Snakemake's own report of a finished run
 
@@ -13,9 +13,10 @@ Table of contents (each rule is one `nanomq` command; all logic is in nanomq.ben
     report     tables + figures -> reports/<exp>/report.md and report.html
 
 Measurements never overlap: each holds the global resource bench_slot (1 unless
---resources says otherwise). Use --scheduler greedy: Snakemake's default ILP scheduler
-solves its job selection again while a measurement runs, and on 2 cores that solver was
-the third busy process that took the ring's P50 at 10k msg/s from ≈ 2 µs to ≈ 380 µs. Incremental: a run's directory is named by the hash of its
+--resources says otherwise). The workflow profile profiles/default (read by Snakemake on
+its own) selects the greedy scheduler: the default ILP scheduler solves its job selection
+again while a measurement runs, and on 2 cores that solver was the third busy process that
+took the ring's P50 at 10k msg/s from ≈ 2 µs to ≈ 380 µs. Incremental: a run's directory is named by the hash of its
 parameters, so a changed configuration is a new run and an unchanged one is kept; each
 rule also depends on the source files that shape its output, so a run is repeated when
 the measurement code changes and a figure is redrawn when the plotting code does.
