@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_run(bench_sub)
     _add_bench_list(bench_sub)
     _add_report(sub)
+    from nanomq import cli_client
+
+    cli_client.add_commands(sub)
     return parser
 
 

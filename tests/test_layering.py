@@ -30,12 +30,14 @@ RANKS: dict[str, int] = {
     "nanomq.broker": 4,
     "nanomq.client": 4,
     "nanomq": 5,  # the package's face re-exports the library, so it sits above it
+    "nanomq.aio": 5,  # the asyncio face, beside the package's
     "nanomq.bench": 6,  # the package and every module in it
     "nanomq.cli": 7,
-    "nanomq.__main__": 7,
+    "nanomq.cli_client": 7,  # the broker-facing commands (broker, publish, subscribe, topics, groups, stats)
+    "nanomq.__main__": 8,  # `python -m nanomq` runs the command line
 }
 # Same-rank edges that are allowed (importer, imported).
-ALLOWED_PEERS = {("nanomq.record", "nanomq.crc32c")}
+ALLOWED_PEERS = {("nanomq.record", "nanomq.crc32c"), ("nanomq.cli", "nanomq.cli_client")}
 # Modules that exactly one importer may use.
 ONLY_IMPORTER = {"nanomq._native": "nanomq._ffi"}
 
