@@ -135,6 +135,89 @@ uint32_t nmq_crc32c_sw(uint32_t crc, const void *data, size_t len);
 /* 1 when nmq_crc32c uses the hardware instruction. */
 int nmq_crc32c_hw(void);
 
+/* ---- records (csrc/record.c): the one format of memory, wire and disk ----
+ * A record is a 64-byte little-endian header, the key, the value, then zeros up to
+ * a multiple of 8 bytes (docs/FORMAT.md draws every byte). The CRC32C covers bytes
+ * [12, length): everything the producer wrote, not the offset the log assigns. */
+enum nmq_record_layout {
+    NMQ_RECORD_HEADER = 64,
+    NMQ_RECORD_ALIGN = 8,
+    NMQ_RECORD_MAGIC = 0x31514D4E,    /* the bytes "NMQ1" */
+    NMQ_RECORD_VERSION = 1,
+    NMQ_RECORD_MAX_KEY = 65535,
+    NMQ_RECORD_MAX_VALUE = 65536,     /* stored and uncompressed value bytes alike */
+    NMQ_RECORD_CRC_START = 12,        /* the CRC covers [12, length) */
+    NMQ_RECORD_CODEC_MASK = 3,        /* flags bits 0-1: NMQ_CODEC_* */
+    NMQ_RECORD_FLAG_KEY = 4           /* flags bit 2: a key is present (it may be empty) */
+};
+
+enum nmq_codec {
+    NMQ_CODEC_NONE = 0,
+    NMQ_CODEC_ZSTD = 1,
+    NMQ_CODEC_LZ4 = 2
+};
+
+/* Why a scan stopped. */
+enum nmq_scan_status {
+    NMQ_SCAN_END = 0,         /* the buffer ended exactly after a whole record */
+    NMQ_SCAN_ZERO = 1,        /* the next header is all zero bytes: unwritten space */
+    NMQ_SCAN_SHORT = 2,       /* the next record runs past the end of the buffer */
+    NMQ_SCAN_BAD_HEADER = 3,  /* magic, version, flags, lengths, reserved or padding wrong */
+    NMQ_SCAN_BAD_CRC = 4,     /* the checksum does not match */
+    NMQ_SCAN_BAD_OFFSET = 5,  /* not the offset that contiguity requires */
+    NMQ_SCAN_LIMIT = 6        /* max_records reached */
+};
+
+typedef struct nmq_scan_result {
+    uint64_t count;        /* whole valid records from the start of the buffer */
+    uint64_t nbytes;       /* bytes they occupy (padding included) */
+    int32_t status;        /* NMQ_SCAN_*: what stopped the scan at byte nbytes */
+    uint32_t reserved;
+} nmq_scan_result;
+
+/* Validate records from the start of buf: header fields, zero padding, CRC32C, and
+ * (first_offset >= 0) offsets first_offset, first_offset + 1, ... Stops at the first
+ * record that is not valid, at the end, or after max_records (0: no limit). Hot path:
+ * no message; returns 0, or NMQ_EINVAL for a NULL result. */
+int nmq_record_scan(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
+                    nmq_scan_result *out);
+
+/* Encode one record into out (cap bytes). key_len < 0: no key. The value is stored as
+ * given (already compressed when codec != NMQ_CODEC_NONE; raw_len is then its
+ * uncompressed length, else raw_len must equal value_len). Returns the bytes written
+ * (padded), NMQ_ETOOBIG (key or value over its limit), or NMQ_EINVAL (cap too small,
+ * bad codec or lengths). */
+int64_t nmq_record_encode(void *out, uint64_t cap, const void *key, int32_t key_len, const void *value,
+                          uint32_t value_len, uint32_t raw_len, uint32_t codec, int64_t timestamp_ns,
+                          uint64_t producer_id, uint64_t sequence, uint64_t offset);
+
+/* Encode n records laid end to end: values concatenated in `values` with value_lens[i];
+ * raw_lens NULL unless compressed; keys concatenated in `keys` with key_lens[i] (-1: no
+ * key) or key_lens NULL for no keys; timestamps NULL for timestamp_ns on every record.
+ * Record i gets sequence first_sequence + i and offset first_offset + i. Returns bytes
+ * written, or a negative status (nothing usable written). */
+int64_t nmq_record_encode_batch(void *out, uint64_t cap, uint32_t n, const void *values,
+                                const uint32_t *value_lens, const uint32_t *raw_lens, const void *keys,
+                                const int32_t *key_lens, const int64_t *timestamps, int64_t timestamp_ns,
+                                uint32_t codec, uint64_t producer_id, uint64_t first_sequence,
+                                uint64_t first_offset);
+
+/* Bytes a record with these key and value lengths occupies (key_len < 0: no key). */
+uint64_t nmq_record_size(int32_t key_len, uint32_t value_len);
+
+/* Write offsets first_offset, first_offset + 1, ... into the records of buf (already
+ * validated; only their lengths are read). One 8-byte store per record; the CRCs stay
+ * valid because they do not cover the offset. Returns the count, or NMQ_ECORRUPT when
+ * the lengths do not tile buf exactly (nothing is written then). */
+int64_t nmq_record_stamp(void *buf, uint64_t len, uint64_t first_offset);
+
+/* Start positions of up to max_n records of buf (validated) into pos; returns the count. */
+int64_t nmq_record_positions(const void *buf, uint64_t len, uint64_t *pos, uint64_t max_n);
+
+/* Position in buf (validated records with contiguous offsets) of the first record whose
+ * offset is >= `offset`; len when there is none. */
+uint64_t nmq_record_seek(const void *buf, uint64_t len, uint64_t offset);
+
 /* ---- benchmark support (csrc/bench.c): HDR bucket counting and C-level ring loops ---- */
 
 /* The counts-array layout of an HdrHistogram, with the field names and the index math

@@ -10,10 +10,11 @@ class NanoMQError(Exception):
 class PayloadTooLargeError(NanoMQError, ValueError):
     """A payload is longer than the limit that applies to it."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
+    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+        self.what = what
 
 
 class RingFullError(NanoMQError, queue.Full):
@@ -45,4 +46,17 @@ class RegionError(NanoMQError, OSError):
 
 
 class CorruptRecordError(NanoMQError, ValueError):
-    """A record failed validation (length, tag or checksum)."""
+    """A record failed validation (length, tag or checksum).
+
+    `position` is the byte position of the bad record in the buffer checked, `offset` the
+    offset it should have had (None when offsets were not checked), `reason` a short word
+    (``"crc"``, ``"header"``, ``"short"``, ``"offset"``).
+    """
+
+    def __init__(
+        self, message: str, *, position: int | None = None, offset: int | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.position = position
+        self.offset = offset
+        self.reason = reason

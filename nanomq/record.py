@@ -1,0 +1,435 @@
+"""The one record format of memory, wire and disk (docs/FORMAT.md is the specification).
+
+A record is a 64-byte little-endian header, the key, the value, and zeros up to a
+multiple of 8 bytes. The CRC32C covers what the producer wrote (bytes 12 to the end of
+the value), not the offset the log assigns, so a log stamps offsets without touching
+checksums and a consumer checks the producer's checksum end to end. Encoding and
+validating a batch are one C call each (csrc/record.c).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import time
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from nanomq import errors
+from nanomq._ffi import ffi, lib, raise_status
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_KEY",
+    "MAX_PAYLOAD",
+    "BatchInfo",
+    "Codec",
+    "Record",
+    "ScanResult",
+    "ScanStatus",
+    "decode_batch",
+    "encode",
+    "encode_batch",
+    "iter_records",
+    "record_size",
+    "scan",
+    "stamp_offsets",
+    "validate_batch",
+]
+
+HEADER_SIZE: int = lib.NMQ_RECORD_HEADER
+MAX_PAYLOAD: int = lib.NMQ_RECORD_MAX_VALUE
+MAX_KEY: int = lib.NMQ_RECORD_MAX_KEY
+MAGIC = b"NMQ1"
+VERSION: int = lib.NMQ_RECORD_VERSION
+FLAG_KEY: int = lib.NMQ_RECORD_FLAG_KEY
+CODEC_MASK: int = lib.NMQ_RECORD_CODEC_MASK
+
+# offset, crc, length, (magic, version: skipped), flags, key_len, value_len, raw_len,
+# timestamp, producer_id, sequence, (reserved: skipped) — the C scan checked the skipped ones.
+_HEADER = struct.Struct("<QII5xBHIIqQQ8x")
+assert _HEADER.size == HEADER_SIZE
+
+
+class Codec(enum.IntEnum):
+    """Compression of a record's value (flags bits 0-1)."""
+
+    NONE = lib.NMQ_CODEC_NONE
+    ZSTD = lib.NMQ_CODEC_ZSTD  # one zstd frame (RFC 8878)
+    LZ4 = lib.NMQ_CODEC_LZ4  # one LZ4 block, raw_len bytes when decompressed
+
+    @classmethod
+    def parse(cls, codec: Codec | str | int | None) -> Codec:
+        """A codec from its name (``"zstd"``, ``"lz4"``, ``"none"``), number or None."""
+        if codec is None:
+            return cls.NONE
+        if isinstance(codec, str):
+            try:
+                return cls[codec.upper()]
+            except KeyError:
+                raise ValueError(f"unknown codec {codec!r}: use none, zstd or lz4") from None
+        return cls(codec)
+
+
+class ScanStatus(enum.IntEnum):
+    """Why a scan stopped (see `scan`)."""
+
+    END = lib.NMQ_SCAN_END  # the buffer ended exactly after a whole record
+    ZERO = lib.NMQ_SCAN_ZERO  # the next header is all zero bytes: unwritten space
+    SHORT = lib.NMQ_SCAN_SHORT  # the next record runs past the end of the buffer
+    BAD_HEADER = lib.NMQ_SCAN_BAD_HEADER  # magic, version, flags, lengths, reserved or padding
+    BAD_CRC = lib.NMQ_SCAN_BAD_CRC
+    BAD_OFFSET = lib.NMQ_SCAN_BAD_OFFSET  # not the offset that contiguity requires
+    LIMIT = lib.NMQ_SCAN_LIMIT  # max_records reached
+
+
+class ScanResult(NamedTuple):
+    """What `scan` found: `count` whole valid records in the first `nbytes` bytes."""
+
+    count: int
+    nbytes: int
+    status: ScanStatus
+
+
+class BatchInfo(NamedTuple):
+    """A validated batch: `count` records in `nbytes` bytes."""
+
+    count: int
+    nbytes: int
+
+
+_REASON = {
+    ScanStatus.SHORT: ("short", "a record runs past the end of the buffer"),
+    ScanStatus.ZERO: ("header", "zero bytes where a record header should be"),
+    ScanStatus.BAD_HEADER: ("header", "bad header (magic, version, flags, lengths or padding)"),
+    ScanStatus.BAD_CRC: ("crc", "CRC32C mismatch"),
+    ScanStatus.BAD_OFFSET: ("offset", "offset out of sequence"),
+}
+
+
+def record_size(key_len: int | None, value_len: int) -> int:
+    """Bytes a record occupies (padding included); `key_len` None means no key."""
+    return lib.nmq_record_size(-1 if key_len is None else key_len, value_len)
+
+
+def _compressor(codec: Codec):  # -> Callable[[bytes], bytes]
+    if codec is Codec.ZSTD:
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress
+    import lz4.block
+
+    return lambda data: lz4.block.compress(data, store_size=False)
+
+
+def _decompress(codec: int, data: memoryview, raw_len: int) -> bytes:
+    if codec == Codec.ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_len)
+    if codec == Codec.LZ4:
+        import lz4.block
+
+        return lz4.block.decompress(data, uncompressed_size=raw_len)
+    raise errors.CorruptRecordError(f"unknown codec {codec}", reason="header")
+
+
+def _check_sizes(value_len: int, key_len: int) -> None:
+    if value_len > MAX_PAYLOAD:
+        raise errors.PayloadTooLargeError(value_len, MAX_PAYLOAD)
+    if key_len > MAX_KEY:
+        raise errors.PayloadTooLargeError(key_len, MAX_KEY, what="key")
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def encode(
+    value: bytes | bytearray | memoryview,
+    key: bytes | bytearray | memoryview | None = None,
+    *,
+    timestamp_ns: int | None = None,
+    producer_id: int = 0,
+    sequence: int = 0,
+    codec: Codec | str | None = Codec.NONE,
+    offset: int = 0,
+) -> bytes:
+    """One record. The value is compressed when a codec is given and that makes it smaller
+    (otherwise it is stored as is, flagged uncompressed)."""
+    return _encode_one(
+        value,
+        key,
+        _now_ns() if timestamp_ns is None else timestamp_ns,
+        producer_id,
+        sequence,
+        Codec.parse(codec),
+        offset,
+    )
+
+
+def _encode_one(value, key, ts: int, producer_id: int, sequence: int, codec: Codec, offset: int) -> bytes:
+    raw_len = len(value)
+    klen = -1 if key is None else len(key)
+    _check_sizes(raw_len, klen)
+    stored, used = value, Codec.NONE
+    if codec is not Codec.NONE and raw_len:
+        packed = _compressor(codec)(value)
+        if len(packed) < raw_len:
+            stored, used = packed, codec
+    out = bytearray(lib.nmq_record_size(klen, len(stored)))
+    rc = lib.nmq_record_encode(
+        ffi.from_buffer(out),
+        len(out),
+        ffi.NULL if key is None else ffi.from_buffer(key),
+        klen,
+        ffi.from_buffer(stored),
+        len(stored),
+        raw_len,
+        used,
+        ts,
+        producer_id,
+        sequence,
+        offset,
+    )
+    if rc < 0:
+        raise_status(rc, "encode")
+    return bytes(out)
+
+
+def encode_batch(
+    values: Sequence[bytes | bytearray | memoryview],
+    keys: Sequence[bytes | bytearray | memoryview | None] | None = None,
+    *,
+    timestamp_ns: int | Sequence[int] | None = None,
+    producer_id: int = 0,
+    first_sequence: int = 0,
+    codec: Codec | str | None = Codec.NONE,
+    first_offset: int = 0,
+) -> bytes:
+    """Records for `values` (and `keys`, None for no key) laid end to end, in one C call.
+
+    Record i gets sequence ``first_sequence + i`` and offset ``first_offset + i``;
+    `timestamp_ns` is one time for all (default now) or one per record.
+    """
+    n = len(values)
+    if keys is not None and len(keys) != n:
+        raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
+    if not isinstance(timestamp_ns, int) and timestamp_ns is not None and len(timestamp_ns) != n:
+        raise ValueError(f"{len(timestamp_ns)} timestamps for {n} values")
+    codec = Codec.parse(codec)
+    if codec is not Codec.NONE:
+        stamps = [timestamp_ns] * n if isinstance(timestamp_ns, int) or timestamp_ns is None else timestamp_ns
+        now = _now_ns()
+        return b"".join(
+            _encode_one(
+                v,
+                None if keys is None else keys[i],
+                now if stamps[i] is None else stamps[i],
+                producer_id,
+                first_sequence + i,
+                codec,
+                first_offset + i,
+            )
+            for i, v in enumerate(values)
+        )
+    lens = array("I")
+    try:
+        lens.extend(map(len, values))
+    except OverflowError:
+        pass  # a length over 2**32 - 1: found below with its index
+    if len(lens) != n or (n and max(lens) > MAX_PAYLOAD):
+        big = next(i for i, v in enumerate(values) if len(v) > MAX_PAYLOAD)
+        raise errors.PayloadTooLargeError(len(values[big]), MAX_PAYLOAD, what=f"payload of record {big}")
+    size = 0
+    key_lens = None
+    if keys is not None:
+        key_lens = array("i", (-1 if k is None else len(k) for k in keys))
+        if n and max(key_lens) > MAX_KEY:
+            big = max(range(n), key=key_lens.__getitem__)
+            raise errors.PayloadTooLargeError(key_lens[big], MAX_KEY, what=f"key of record {big}")
+        size += sum(-(-(HEADER_SIZE + max(k, 0) + v) // 8) * 8 for k, v in zip(key_lens, lens, strict=True))
+    else:
+        size = sum(lens) + n * (HEADER_SIZE + 7)  # an upper bound; the exact size comes back
+    joined = b"".join(values)
+    key_bytes = b"".join(k for k in keys if k is not None) if keys is not None else b""
+    stamps = None
+    if timestamp_ns is not None and not isinstance(timestamp_ns, int):
+        stamps = array("q", timestamp_ns)
+    out = bytearray(size)
+    rc = lib.nmq_record_encode_batch(
+        ffi.from_buffer(out),
+        size,
+        n,
+        ffi.from_buffer(joined),
+        ffi.from_buffer("uint32_t[]", lens),
+        ffi.NULL,
+        ffi.from_buffer(key_bytes) if keys is not None else ffi.NULL,
+        ffi.from_buffer("int32_t[]", key_lens) if key_lens is not None else ffi.NULL,
+        ffi.from_buffer("int64_t[]", stamps) if stamps is not None else ffi.NULL,
+        _now_ns() if timestamp_ns is None or stamps is not None else timestamp_ns,
+        Codec.NONE,
+        producer_id,
+        first_sequence,
+        first_offset,
+    )
+    if rc < 0:
+        raise_status(rc, "encode_batch")
+    if rc != size:
+        del out[rc:]
+    return bytes(out)
+
+
+def scan(
+    buf: bytes | bytearray | memoryview, first_offset: int | None = None, max_records: int | None = None
+) -> ScanResult:
+    """Validate records from the start of `buf` until the first one that is not valid.
+
+    Checks every header field, the zero padding, the CRC32C and — with `first_offset` —
+    that offsets run first_offset, first_offset + 1, ... Never raises for bad data.
+    """
+    res = ffi.new("nmq_scan_result *")
+    lib.nmq_record_scan(
+        ffi.from_buffer(buf),
+        len(buf) if not isinstance(buf, memoryview) else buf.nbytes,
+        -1 if first_offset is None else first_offset,
+        max_records or 0,
+        res,
+    )
+    return ScanResult(res.count, res.nbytes, ScanStatus(res.status))
+
+
+def validate_batch(buf: bytes | bytearray | memoryview, first_offset: int | None = None) -> BatchInfo:
+    """Check that `buf` is exactly a run of whole valid records (see `scan`).
+
+    Raises CorruptRecordError naming the byte position, the expected offset and the reason.
+    """
+    count, nbytes, status = scan(buf, first_offset)
+    if status is not ScanStatus.END:
+        reason, text = _REASON[status]
+        expected = None if first_offset is None else first_offset + count
+        where = f"record {count} at byte {nbytes}" + ("" if expected is None else f" (offset {expected})")
+        raise errors.CorruptRecordError(f"{where}: {text}", position=nbytes, offset=expected, reason=reason)
+    return BatchInfo(count, nbytes)
+
+
+def stamp_offsets(buf: bytearray | memoryview, first_offset: int) -> int:
+    """Write offsets first_offset, first_offset + 1, ... into the validated records of a
+    writable buffer (one 8-byte store each; checksums stay valid). Returns the count."""
+    nbytes = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
+    rc = lib.nmq_record_stamp(ffi.from_buffer(buf, require_writable=True), nbytes, first_offset)
+    if rc < 0:
+        raise errors.CorruptRecordError(
+            "record lengths do not tile the buffer: validate it first", reason="short"
+        )
+    return rc
+
+
+class Record:
+    """One record, a view over the bytes it was read from: nothing is copied until a field
+    that needs it (`key`, `value`) is read."""
+
+    __slots__ = ("_buf", "_h", "_pos")
+
+    def __init__(self, buf: memoryview, pos: int = 0) -> None:
+        self._h = _HEADER.unpack_from(buf, pos)
+        self._buf = buf
+        self._pos = pos
+
+    # The header tuple (_HEADER): offset, crc, length, flags, key_len, value_len, raw_len,
+    # timestamp, producer_id, sequence.
+    @property
+    def offset(self) -> int:
+        """The offset the log assigned (0 before the record was appended)."""
+        return self._h[0]
+
+    @property
+    def crc(self) -> int:
+        """The producer's CRC32C of bytes 12 to the end of the value."""
+        return self._h[1]
+
+    @property
+    def length(self) -> int:
+        """Header, key and value bytes (without padding)."""
+        return self._h[2]
+
+    @property
+    def timestamp(self) -> int:
+        """The producer's time, ns since the Unix epoch."""
+        return self._h[7]
+
+    @property
+    def producer_id(self) -> int:
+        """The producer's id (0: none)."""
+        return self._h[8]
+
+    @property
+    def sequence(self) -> int:
+        """The producer's sequence number of this record."""
+        return self._h[9]
+
+    @property
+    def codec(self) -> Codec:
+        """How the stored value is compressed."""
+        return Codec(self._h[3] & CODEC_MASK)
+
+    @property
+    def size(self) -> int:
+        """Bytes the record occupies, padding included."""
+        return (self._h[2] + 7) & ~7
+
+    @property
+    def raw(self) -> memoryview:
+        """The record's bytes (padding included), as stored."""
+        return self._buf[self._pos : self._pos + self.size]
+
+    @property
+    def key(self) -> bytes | None:
+        """The key, or None when the record has none."""
+        if not self._h[3] & FLAG_KEY:
+            return None
+        start = self._pos + HEADER_SIZE
+        return bytes(self._buf[start : start + self._h[4]])
+
+    @property
+    def value_view(self) -> memoryview:
+        """The stored value without a copy (compressed when `codec` is not NONE)."""
+        start = self._pos + HEADER_SIZE + self._h[4]
+        return self._buf[start : start + self._h[5]]
+
+    @property
+    def value(self) -> bytes:
+        """The value, decompressed."""
+        view = self.value_view
+        if self._h[3] & CODEC_MASK:
+            return _decompress(self._h[3] & CODEC_MASK, view, self._h[6])
+        return bytes(view)
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(offset={self.offset}, timestamp={self.timestamp}, key={self.key!r}, "
+            f"value=<{self._h[6]} bytes>, producer_id={self.producer_id}, sequence={self.sequence})"
+        )
+
+
+def iter_records(buf: bytes | bytearray | memoryview) -> Iterator[Record]:
+    """Record views over a buffer of validated records, in order."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    nbytes = view.nbytes
+    pos = 0
+    while pos < nbytes:
+        rec = Record(view, pos)
+        yield rec
+        pos += (rec._h[2] + 7) & ~7
+
+
+def decode_batch(buf: bytes | bytearray | memoryview, first_offset: int | None = None) -> list[Record]:
+    """Validate `buf` (see `validate_batch`) and return views of its records."""
+    count, _ = validate_batch(buf, first_offset)
+    if not count:
+        return []
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    pos = array("Q", bytes(8 * count))
+    lib.nmq_record_positions(ffi.from_buffer(view), view.nbytes, ffi.from_buffer("uint64_t[]", pos), count)
+    return [Record(view, p) for p in pos]
