@@ -7,7 +7,9 @@ that this check can fail. The same program and the single-threaded edge cases ru
 under AddressSanitizer + UndefinedBehaviorSanitizer.
 
 The programs are csrc/tests/ring_stress.c and csrc/tests/ring_unit.c, compiled with
-csrc/ring.c and csrc/crc32c.c by gcc into a temporary directory.
+csrc/ring.c and csrc/crc32c.c by gcc into a temporary directory; and csrc/tests/record_fuzz.c,
+which feeds damaged records (from the network or a torn file) to the record decoder in
+csrc/record.c under ASan/UBSan.
 """
 
 import os
@@ -23,6 +25,7 @@ CSRC = Path(__file__).resolve().parents[1] / "csrc"
 LIBRARY = [CSRC / "ring.c", CSRC / "crc32c.c"]
 STRESS = CSRC / "tests" / "ring_stress.c"
 UNIT = CSRC / "tests" / "ring_unit.c"
+RECORD_FUZZ = CSRC / "tests" / "record_fuzz.c"
 
 GCC = shutil.which("gcc")
 COMMON = ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"]
@@ -149,3 +152,20 @@ def test_edge_cases_are_clean_under_asan_and_ubsan(unit_asan: Path) -> None:
     assert result.returncode == 0, _describe(result)
     assert not SANITIZER_REPORT.search(result.stderr), _describe(result)
     assert result.stdout.startswith("ring_unit: ok "), _describe(result)
+
+
+@pytest.fixture(scope="module")
+def record_fuzz_asan(bindir: Path) -> Path:
+    return _compile(
+        bindir / "record_fuzz_asan", [RECORD_FUZZ, CSRC / "record.c", CSRC / "crc32c.c"], ASAN_UBSAN
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_record_decoder_on_damaged_bytes_is_clean_under_asan_and_ubsan(
+    record_fuzz_asan: Path, seed: int
+) -> None:
+    result = _run(record_fuzz_asan, 100_000, seed)
+    assert result.returncode == 0, _describe(result)
+    assert not SANITIZER_REPORT.search(result.stderr), _describe(result)
+    assert result.stdout.startswith("record_fuzz: ok rounds=100000 "), _describe(result)
