@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build.py | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py csrc/*.c csrc/*.h csrc/py/*.c csrc/build.py | cksum | cut -d' ' -f1)
 CORES ?= 2
 EXPERIMENT ?=
 
@@ -31,4 +31,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info nanomq/_native*.so nanomq/_native.c .snakemake
+	rm -rf $(VENV) build *.egg-info nanomq/_native*.so nanomq/_native.c nanomq/_ringcore*.so .snakemake

@@ -1,4 +1,9 @@
 # cffi_modules cannot be declared in pyproject.toml alone yet; metadata lives there.
-from setuptools import setup
+# nanomq._ringcore is the ring's one-message push/pop as CPython methods (csrc/py/ringcore.c).
+from setuptools import Extension, setup
 
-setup(cffi_modules=["csrc/build.py:ffibuilder"])
+CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror"]
+setup(
+    cffi_modules=["csrc/build.py:ffibuilder"],
+    ext_modules=[Extension("nanomq._ringcore", ["csrc/py/ringcore.c"], extra_compile_args=CFLAGS)],
+)

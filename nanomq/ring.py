@@ -21,6 +21,7 @@ from typing import Literal
 
 from nanomq import errors
 from nanomq._ffi import ffi, last_error, lib, raise_status
+from nanomq._ringcore import RingCore
 
 __all__ = ["Ring", "RingBatch", "RingStats", "WaitStrategy"]
 
@@ -54,6 +55,14 @@ _pop_batch = lib.nmq_ring_pop_batch
 _release = lib.nmq_ring_release
 _wait_readable = lib.nmq_ring_wait_readable
 _wait_writable = lib.nmq_ring_wait_writable
+_PUSH_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_ring_push")))
+_PEEK_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_ring_peek")))
+
+
+def _address(cdata: object) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
 _U32 = "I" if array("I").itemsize == 4 else "L"  # array typecode of uint32_t
 _BATCH_BYTES = 1 << 20  # pop_batch's copy buffer: a call returns at most this much payload
 
@@ -141,7 +150,7 @@ def shm_path(name: str) -> str:
     return os.path.join(SHM_DIR, SHM_PREFIX + name)
 
 
-class Ring:
+class Ring(RingCore):
     """A single-producer single-consumer ring of byte records in shared memory.
 
     Create with `Ring.create(name, capacity)` (name None: anonymous, for threads) and
@@ -160,7 +169,6 @@ class Ring:
         "_mm",
         "_mv",
         "_path",
-        "_peek_view",
         "_r",
         "_res_len",
         "_res_view",
@@ -184,6 +192,11 @@ class Ring:
                 f"{path or 'anonymous ring'}: {message}"
             )
         self._r = ffi.gc(out[0], lib.nmq_ring_free)
+        # push() and pop() are RingCore's C methods (csrc/py/ringcore.c): they call the
+        # ring through these addresses; the handle and the buffer stay owned here.
+        self._bind(
+            _address(self._r), _address(self._buf), _PUSH_ADDRESS, _PEEK_ADDRESS, (self._r, self._buf, mm)
+        )
         self._mv = memoryview(mm)
         self._closed = False
         self._unlink_on_close = False
@@ -370,18 +383,6 @@ class Ring:
             raise errors.PayloadTooLargeError(size, self.max_payload)
         raise_status(rc, self._path or "anonymous ring")
 
-    def push(self, data: bytes) -> bool:
-        """Append one record without blocking; False when the ring is full."""
-        if type(data) is not bytes:
-            data = ffi.from_buffer(data)
-        rc = _push(self._r, data, len(data))
-        if rc == _OK:
-            return True
-        if rc == _AGAIN:
-            return False
-        self._fail(rc, len(data))
-        return False
-
     def put(self, data: bytes, timeout: float | None = None) -> None:
         """Append one record, waiting up to `timeout` seconds (None: forever) for room.
 
@@ -493,19 +494,6 @@ class Ring:
             view.release()  # type: ignore[union-attr]
         except BufferError:
             pass
-
-    def pop(self) -> bytes | None:
-        """Take one record without blocking; None when the ring is empty."""
-        if self._peek_view is not None:
-            self._drop_peek()
-        ref = _peek(self._r)
-        if ref > 0:
-            off = ref >> _LEN_BITS
-            return self._mm[off : off + (ref & _LEN_MASK)]
-        if ref == _AGAIN:
-            return None
-        self._fail(int(ref))
-        return None
 
     def get(self, timeout: float | None = None) -> bytes:
         """Take one record, waiting up to `timeout` seconds (None: forever).

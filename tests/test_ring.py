@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -838,3 +839,26 @@ def test_corrupt_record_error_names_the_ring_not_an_earlier_unrelated_failure(
         ring.pop()
     assert "magic" not in str(info.value)
     assert ring.path in str(info.value)
+
+
+def test_push_takes_any_contiguous_buffer_and_refuses_other_objects(ring: Ring) -> None:
+    # push and pop are C methods (csrc/py/ringcore.c): bytes go straight through,
+    # other buffers through the buffer protocol.
+    assert ring.push(bytearray(b"ab"))
+    assert ring.push(memoryview(b"xcdx")[1:3])
+    assert ring.push(array("H", [1, 2]))
+    assert [ring.pop(), ring.pop(), ring.pop()] == [b"ab", b"cd", bytes(array("H", [1, 2]))]
+    with pytest.raises(TypeError, match="bytes-like"):
+        ring.push(5)  # type: ignore[arg-type]
+    with pytest.raises(BufferError):
+        ring.push(memoryview(bytearray(8))[::2])  # not contiguous
+    assert ring.pop() is None
+
+
+def test_pop_after_peek_gives_the_peeked_record_back_first(ring: Ring) -> None:
+    ring.push_batch([b"one", b"two"])
+    view = ring.peek()
+    assert view == b"one"
+    assert ring.pop() == b"two"
+    with pytest.raises(ValueError):
+        bytes(view)  # released by pop(): it must not show the producer's next bytes
