@@ -20,6 +20,18 @@
 /* Set this thread's message for nmq_last_error(); returns `status` for tail calls. */
 int nmq_set_error(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Records (record.c), for the other C files that read or write them (log.c):
+ * - nmq_record_check_at: NMQ_SCAN_END when p holds one whole valid record within `left`
+ *   bytes (its padded size in *size; its offset is not checked), else the NMQ_SCAN_*
+ *   reason (ZERO, SHORT, BAD_HEADER, BAD_CRC);
+ * - nmq_record_put: write one record at p (room and lengths already checked by the
+ *   caller, e.g. with nmq_record_size and the NMQ_RECORD_MAX_* limits); returns its
+ *   padded size. */
+int nmq_record_check_at(const uint8_t *p, uint64_t left, uint64_t *size);
+uint64_t nmq_record_put(uint8_t *p, const void *key, int32_t key_len, const void *value, uint32_t value_len,
+                        uint32_t raw_len, uint32_t codec, int64_t ts, uint64_t producer_id, uint64_t sequence,
+                        uint64_t offset);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t nmq_now_ns(void);
 

@@ -85,6 +85,20 @@ static int header_status(const rec_header *h) {
     return NMQ_SCAN_END;
 }
 
+int nmq_record_check_at(const uint8_t *p, uint64_t left, uint64_t *size) {
+    if (left < NMQ_RECORD_HEADER) return all_zero(p, left) ? NMQ_SCAN_ZERO : NMQ_SCAN_SHORT;
+    rec_header h;
+    memcpy(&h, p, sizeof h);
+    int status = header_status(&h);
+    if (status != NMQ_SCAN_END) return all_zero(p, NMQ_RECORD_HEADER) ? NMQ_SCAN_ZERO : status;
+    uint64_t padded = align8(h.length);
+    if (padded > left) return NMQ_SCAN_SHORT;
+    if (!all_zero(p + h.length, padded - h.length)) return NMQ_SCAN_BAD_HEADER;
+    if (nmq_crc32c(0, p + NMQ_RECORD_CRC_START, h.length - NMQ_RECORD_CRC_START) != h.crc) return NMQ_SCAN_BAD_CRC;
+    *size = padded;
+    return NMQ_SCAN_END;
+}
+
 int nmq_record_scan(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
                     nmq_scan_result *out) {
     if (!out) return NMQ_EINVAL;
@@ -96,32 +110,11 @@ int nmq_record_scan(const void *buf, uint64_t len, int64_t first_offset, uint64_
             status = NMQ_SCAN_LIMIT;
             break;
         }
-        uint64_t left = len - pos;
-        if (left < NMQ_RECORD_HEADER) {
-            status = all_zero(p + pos, left) ? NMQ_SCAN_ZERO : NMQ_SCAN_SHORT;
-            break;
-        }
-        rec_header h;
-        memcpy(&h, p + pos, sizeof h);
-        status = header_status(&h);
-        if (status != NMQ_SCAN_END) {
-            if (all_zero(p + pos, NMQ_RECORD_HEADER)) status = NMQ_SCAN_ZERO;
-            break;
-        }
-        uint64_t size = align8(h.length);
-        if (size > left) {
-            status = NMQ_SCAN_SHORT;
-            break;
-        }
-        if (!all_zero(p + pos + h.length, size - h.length)) {
-            status = NMQ_SCAN_BAD_HEADER;
-            break;
-        }
-        if (nmq_crc32c(0, p + pos + NMQ_RECORD_CRC_START, h.length - NMQ_RECORD_CRC_START) != h.crc) {
-            status = NMQ_SCAN_BAD_CRC;
-            break;
-        }
-        if (first_offset >= 0 && h.offset != (uint64_t)first_offset + count) {
+        uint64_t size = 0, offset;
+        status = nmq_record_check_at(p + pos, len - pos, &size);
+        if (status != NMQ_SCAN_END) break;
+        memcpy(&offset, p + pos, 8);
+        if (first_offset >= 0 && offset != (uint64_t)first_offset + count) {
             status = NMQ_SCAN_BAD_OFFSET;
             break;
         }
@@ -135,11 +128,16 @@ int nmq_record_scan(const void *buf, uint64_t len, int64_t first_offset, uint64_
     return NMQ_OK;
 }
 
-/* Header and key of one record at p (room checked by the caller); the value is copied
- * by the caller. Returns the unpadded length. */
-static inline uint32_t put_header(uint8_t *p, const void *key, int32_t key_len, uint32_t value_len,
-                                  uint32_t raw_len, uint32_t codec, int64_t ts, uint64_t producer_id,
-                                  uint64_t sequence, uint64_t offset) {
+static int check_lengths(int32_t key_len, uint32_t value_len, uint32_t raw_len, uint32_t codec) {
+    if (key_len > NMQ_RECORD_MAX_KEY || value_len > NMQ_RECORD_MAX_VALUE || raw_len > NMQ_RECORD_MAX_VALUE)
+        return NMQ_ETOOBIG;
+    if (codec > NMQ_CODEC_LZ4 || (codec == NMQ_CODEC_NONE && raw_len != value_len)) return NMQ_EINVAL;
+    return NMQ_OK;
+}
+
+uint64_t nmq_record_put(uint8_t *p, const void *key, int32_t key_len, const void *value, uint32_t value_len,
+                        uint32_t raw_len, uint32_t codec, int64_t ts, uint64_t producer_id, uint64_t sequence,
+                        uint64_t offset) {
     uint32_t klen = key_len > 0 ? (uint32_t)key_len : 0;
     rec_header h = {
         .offset = offset,
@@ -158,23 +156,12 @@ static inline uint32_t put_header(uint8_t *p, const void *key, int32_t key_len, 
     };
     memcpy(p, &h, sizeof h);
     if (klen) memcpy(p + NMQ_RECORD_HEADER, key, klen);
-    return h.length;
-}
-
-/* Zero the padding and write the CRC of a record whose header, key and value are in place. */
-static inline uint64_t finish(uint8_t *p, uint32_t length) {
-    uint64_t size = align8(length);
-    memset(p + length, 0, size - length);
-    uint32_t crc = nmq_crc32c(0, p + NMQ_RECORD_CRC_START, length - NMQ_RECORD_CRC_START);
-    memcpy(p + 8, &crc, 4);
+    if (value_len) memcpy(p + NMQ_RECORD_HEADER + klen, value, value_len);
+    uint64_t size = align8(h.length);
+    memset(p + h.length, 0, size - h.length);
+    h.crc = nmq_crc32c(0, p + NMQ_RECORD_CRC_START, h.length - NMQ_RECORD_CRC_START);
+    memcpy(p + 8, &h.crc, 4);
     return size;
-}
-
-static int check_lengths(int32_t key_len, uint32_t value_len, uint32_t raw_len, uint32_t codec) {
-    if (key_len > NMQ_RECORD_MAX_KEY || value_len > NMQ_RECORD_MAX_VALUE || raw_len > NMQ_RECORD_MAX_VALUE)
-        return NMQ_ETOOBIG;
-    if (codec > NMQ_CODEC_LZ4 || (codec == NMQ_CODEC_NONE && raw_len != value_len)) return NMQ_EINVAL;
-    return NMQ_OK;
 }
 
 int64_t nmq_record_encode(void *out, uint64_t cap, const void *key, int32_t key_len, const void *value,
@@ -182,13 +169,9 @@ int64_t nmq_record_encode(void *out, uint64_t cap, const void *key, int32_t key_
                           uint64_t producer_id, uint64_t sequence, uint64_t offset) {
     int rc = check_lengths(key_len, value_len, raw_len, codec);
     if (rc) return rc;
-    uint64_t size = nmq_record_size(key_len, value_len);
-    if (size > cap) return NMQ_EINVAL;
-    uint8_t *p = out;
-    uint32_t length =
-        put_header(p, key, key_len, value_len, raw_len, codec, timestamp_ns, producer_id, sequence, offset);
-    if (value_len) memcpy(p + length - value_len, value, value_len);
-    return (int64_t)finish(p, length);
+    if (nmq_record_size(key_len, value_len) > cap) return NMQ_EINVAL;
+    return (int64_t)nmq_record_put(out, key, key_len, value, value_len, raw_len, codec, timestamp_ns, producer_id,
+                                   sequence, offset);
 }
 
 int64_t nmq_record_encode_batch(void *out, uint64_t cap, uint32_t n, const void *values,
@@ -213,14 +196,11 @@ int64_t nmq_record_encode_batch(void *out, uint64_t cap, uint32_t n, const void 
     for (uint32_t i = 0; i < n; i++) {
         int32_t klen = key_lens ? key_lens[i] : -1;
         uint32_t vlen = value_lens[i];
-        uint32_t raw = raw_lens ? raw_lens[i] : vlen;
-        int64_t ts = timestamps ? timestamps[i] : timestamp_ns;
-        uint32_t length = put_header(p + pos, k, klen, vlen, raw, codec, ts, producer_id, first_sequence + i,
-                                     first_offset + i);
+        pos += nmq_record_put(p + pos, k, klen, v, vlen, raw_lens ? raw_lens[i] : vlen, codec,
+                              timestamps ? timestamps[i] : timestamp_ns, producer_id, first_sequence + i,
+                              first_offset + i);
         if (klen > 0) k += klen;
-        if (vlen) memcpy(p + pos + length - vlen, v, vlen);
         v += vlen;
-        pos += finish(p + pos, length);
     }
     return (int64_t)pos;
 }
