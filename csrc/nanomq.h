@@ -284,3 +284,107 @@ int nmq_bench_pingpong(const nmq_bench_params *p, const nmq_hdr_layout *l, uint6
  * with record_latency, one-way latency of each measured message goes into counts. */
 int nmq_bench_stream(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
                      nmq_bench_result *res);
+
+/* ---- log (csrc/log.c) ---- */
+/* The segmented write-ahead log's hot loops; nanomq/log/ owns files, locks and policy. */
+
+enum nmq_log_status {
+    NMQ_LOG_FULL = -40,         /* the active segment has no room for the record: roll */
+    NMQ_LOG_EIO = -41           /* a write to the segment file failed (message set) */
+};
+
+enum nmq_log_layout {
+    NMQ_LOG_SEGMENT_HEADER = 64,  /* segment header bytes; records start here */
+    NMQ_LOG_SEGMENT_VERSION = 1,
+    NMQ_LOG_INDEX_ENTRY = 8       /* {u32 offset - base, u32 position} */
+};
+
+/* Why a scan stopped (nmq_log_scan_result.status). */
+enum nmq_log_scan_status {
+    NMQ_LOG_SCAN_END = 0,         /* the buffer (or max_records) ended after a whole record */
+    NMQ_LOG_SCAN_ZERO = 1,        /* the next 64 bytes (or the rest) are zero: unwritten space */
+    NMQ_LOG_SCAN_SHORT = 2,       /* a record runs past the end of the buffer */
+    NMQ_LOG_SCAN_BAD_HEADER = 3,  /* magic, version, flags, lengths, reserved or padding */
+    NMQ_LOG_SCAN_BAD_CRC = 4,
+    NMQ_LOG_SCAN_BAD_OFFSET = 5   /* offset not contiguous (or not indexable in this segment) */
+};
+
+typedef struct nmq_log_scan_result {
+    uint64_t count;           /* out: valid records scanned */
+    uint64_t end;             /* out: position after the last valid record */
+    uint64_t next_offset;     /* out: offset after the last valid record */
+    int64_t max_timestamp;    /* in/out: largest record timestamp seen */
+    uint64_t index_count;     /* in/out: index entries in the index array */
+    uint64_t index_pos;       /* in/out: position of the last index entry */
+    int32_t status;           /* out: NMQ_LOG_SCAN_* where the scan stopped */
+    int32_t pad;
+} nmq_log_scan_result;
+
+typedef struct nmq_seg nmq_seg;
+
+/* Validate records of buf[pos, len) (CRC, header, zero padding, offsets from first_offset
+ * when check_offsets, else from the first record's), adding sparse-index entries
+ * {offset - base_offset, position} to index (index_cap entries; NULL: none) every
+ * `interval` bytes. Stops at the first invalid record or after max_records. Returns the status. */
+int nmq_log_scan(const void *buf, uint64_t len, uint64_t pos, uint64_t first_offset, int check_offsets,
+                 uint64_t base_offset, uint32_t interval, uint32_t *index, uint64_t index_cap,
+                 uint64_t max_records, nmq_log_scan_result *out);
+/* First 8-aligned position >= from holding a valid record whose offset is >= min_offset and
+ * followed by the record with the next offset (or by zeros or the end); -1 if none. */
+int64_t nmq_log_find_next(const void *buf, uint64_t len, uint64_t from, uint64_t min_offset);
+/* Position of the first record from `pos` whose timestamp >= timestamp; -1 if none (or a bad record). */
+int64_t nmq_log_find_timestamp(const void *buf, uint64_t len, uint64_t pos, int64_t timestamp);
+/* Position of the last index entry whose offset - base <= rel (its rel in *rel_out); -1 if none. */
+int64_t nmq_log_index_floor(const uint32_t *index, uint64_t count, uint64_t rel, uint64_t *rel_out);
+/* mmap(MAP_SHARED) the first `size` bytes of fd (which must be at least that long); NULL on failure. */
+void *nmq_log_map(int fd, uint64_t size, int writable);
+void nmq_log_unmap(void *p, uint64_t size);
+/* Write a 64-byte segment header to out. */
+void nmq_log_segment_header(void *out, uint64_t base_offset, int64_t created_ns, uint64_t segment_bytes);
+/* NMQ_OK when hdr is a valid segment header for base_offset (slow path: sets the message). */
+int nmq_log_segment_header_check(const void *hdr, uint64_t base_offset);
+
+/* The log's writer: the active segment mapped shared; every call holds its mutex. */
+typedef struct nmq_seg_info {
+    int32_t attached;
+    int32_t pad;
+    uint64_t base_offset;
+    uint64_t pos;            /* end of the last record */
+    uint64_t next_offset;
+    int64_t max_timestamp;
+    uint64_t index_count;
+} nmq_seg_info;
+
+int nmq_seg_new(uint32_t index_interval, nmq_seg **out);
+void nmq_seg_free(nmq_seg *s);
+/* Map fd's first `size` bytes (records up to pos) as the active segment; NMQ_ESTATE if one is
+ * attached. index NULL with index_count > 0 keeps the entries the writer holds (re-attach). */
+int nmq_seg_attach(nmq_seg *s, int fd, uint64_t size, uint64_t base_offset, uint64_t pos, uint64_t next_offset,
+                   const uint32_t *index, uint64_t index_count, int64_t max_timestamp);
+/* Unmap the active segment and report its final state (its index stays readable until the next attach). */
+int nmq_seg_detach(nmq_seg *s, nmq_seg_info *info);
+void nmq_seg_get_info(nmq_seg *s, nmq_seg_info *info);
+/* Copy up to max_entries index entries; returns how many. */
+uint64_t nmq_seg_copy_index(nmq_seg *s, uint32_t *out, uint64_t max_entries);
+/* nmq_log_index_floor() on the writer's index; -2 when its segment is not base_offset's. */
+int64_t nmq_seg_index_floor(nmq_seg *s, uint64_t base_offset, uint64_t rel, uint64_t *rel_out);
+/* on: single appends are encoded into a buffer and written with pwrite() instead of stores
+ * into the mapping (for fsync="always": no write fault per append after each fdatasync). */
+int nmq_seg_set_pwrite(nmq_seg *s, int on);
+/* Encode one record (klen -1: no key; ts_now: stamp CLOCK_REALTIME) with the next offset
+ * into the segment. Returns the offset, NMQ_LOG_FULL (nothing written), NMQ_ECLOSED (no
+ * segment attached), NMQ_LOG_EIO (pwrite mode) or NMQ_ETOOBIG. */
+int64_t nmq_seg_append(nmq_seg *s, const void *value, uint32_t vlen, const void *key, int32_t klen, int64_t ts,
+                       int32_t ts_now, uint64_t producer_id, uint64_t sequence);
+/* n records: values end to end with lengths vlens, keys end to end with klens (-1: none;
+ * klens NULL: no keys), timestamps per record (NULL: ts or now). All lengths are checked
+ * first (NMQ_ETOOBIG, nothing written). A batch that fits in an empty segment but not in
+ * the room left gets NMQ_LOG_FULL (nothing written: it is never split); a larger one is
+ * written as far as it fits. Returns how many records were written (a prefix). */
+int64_t nmq_seg_append_values(nmq_seg *s, const void *values, const uint32_t *vlens, const void *keys,
+                              const int32_t *klens, uint32_t n, const int64_t *timestamps, int64_t ts,
+                              int32_t ts_now, uint64_t producer_id, uint64_t first_sequence);
+/* Copy the prefix of whole records of buf (validated by nmq_record_scan) that fits,
+ * stamping offsets; *consumed = its bytes. Returns the record count, NMQ_ECLOSED, or
+ * NMQ_LOG_FULL when buf fits in an empty segment but not in the room left. */
+int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64_t *consumed);
