@@ -27,3 +27,11 @@ def test_ipc_example_moves_every_message_between_two_processes() -> None:
     ).stdout
     assert "consumer: 20000 messages, sum of sequence numbers 199990000" in out
     assert "expected sum of sequence numbers 199990000" in out
+
+
+def test_readme_log_example_runs_as_printed(tmp_path: Path, monkeypatch) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "nanomq.log" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})  # the asserts inside check the results
+    assert sorted(p.name for p in (tmp_path / "data" / "orders-0").glob("*.log")) == [f"{0:020d}.log"]
