@@ -23,11 +23,13 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_KEY",
     "MAX_PAYLOAD",
+    "BatchColumns",
     "BatchInfo",
     "Codec",
     "Record",
     "ScanResult",
     "ScanStatus",
+    "batch_columns",
     "decode_batch",
     "encode",
     "encode_batch",
@@ -106,6 +108,61 @@ _REASON = {
     ScanStatus.BAD_CRC: ("crc", "CRC32C mismatch"),
     ScanStatus.BAD_OFFSET: ("offset", "offset out of sequence"),
 }
+
+
+class BatchColumns(NamedTuple):
+    """A batch laid out for the C encoders: values (and keys) end to end with their lengths."""
+
+    values: bytes
+    value_lens: array  # array('I')
+    keys: bytes
+    key_lens: array | None  # array('i'), -1 for no key; None: no keys at all
+    timestamps: array | None  # array('q'), one per record; None: one time for all
+
+
+def _nbytes(buf: bytes | bytearray | memoryview) -> int:
+    return len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+
+
+def batch_columns(
+    values: Sequence[bytes | bytearray | memoryview],
+    keys: Sequence[bytes | bytearray | memoryview | None] | None = None,
+    timestamp_ns: int | Sequence[int] | None = None,
+) -> BatchColumns:
+    """Check a batch against the limits (before anything is allocated for it) and lay it out.
+
+    Raises ValueError when keys or timestamps do not pair up with values and
+    PayloadTooLargeError (naming the record) when a value or key is over its limit.
+    """
+    n = len(values)
+    if keys is not None and len(keys) != n:
+        raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
+    stamps = None
+    if timestamp_ns is not None and not isinstance(timestamp_ns, int):
+        if len(timestamp_ns) != n:
+            raise ValueError(f"{len(timestamp_ns)} timestamps for {n} values")
+        stamps = array("q", timestamp_ns)
+    joined = b"".join(values)
+    try:
+        sizes = array("I", map(len, values))
+    except OverflowError:  # a length of 2**32 or more: measured one by one below
+        sizes = array("I")
+    if len(sizes) != n or sum(sizes) != len(joined):  # a buffer whose len() is not its bytes
+        sizes = [_nbytes(v) for v in values]
+    if n and max(sizes) > MAX_PAYLOAD:
+        big = max(range(n), key=sizes.__getitem__)
+        raise errors.PayloadTooLargeError(sizes[big], MAX_PAYLOAD, what=f"payload of record {big}")
+    key_lens = None
+    key_bytes = b""
+    if keys is not None:
+        key_lens = array("i", [-1 if k is None else _nbytes(k) for k in keys])
+        if n and max(key_lens) > MAX_KEY:
+            big = max(range(n), key=key_lens.__getitem__)
+            raise errors.PayloadTooLargeError(key_lens[big], MAX_KEY, what=f"key of record {big}")
+        key_bytes = b"".join(k for k in keys if k is not None)
+    if not isinstance(sizes, array):
+        sizes = array("I", sizes)
+    return BatchColumns(joined, sizes, key_bytes, key_lens, stamps)
 
 
 def record_size(key_len: int | None, value_len: int) -> int:
@@ -214,12 +271,9 @@ def encode_batch(
     `timestamp_ns` is one time for all (default now) or one per record.
     """
     n = len(values)
-    if keys is not None and len(keys) != n:
-        raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
-    if not isinstance(timestamp_ns, int) and timestamp_ns is not None and len(timestamp_ns) != n:
-        raise ValueError(f"{len(timestamp_ns)} timestamps for {n} values")
     codec = Codec.parse(codec)
     if codec is not Codec.NONE:
+        batch_columns(values, keys, timestamp_ns)  # the limits and the pairing, checked first
         stamps = [timestamp_ns] * n if isinstance(timestamp_ns, int) or timestamp_ns is None else timestamp_ns
         now = _now_ns()
         return b"".join(
@@ -234,29 +288,13 @@ def encode_batch(
             )
             for i, v in enumerate(values)
         )
-    lens = array("I")
-    try:
-        lens.extend(map(len, values))
-    except OverflowError:
-        pass  # a length over 2**32 - 1: found below with its index
-    if len(lens) != n or (n and max(lens) > MAX_PAYLOAD):
-        big = next(i for i, v in enumerate(values) if len(v) > MAX_PAYLOAD)
-        raise errors.PayloadTooLargeError(len(values[big]), MAX_PAYLOAD, what=f"payload of record {big}")
-    size = 0
-    key_lens = None
-    if keys is not None:
-        key_lens = array("i", (-1 if k is None else len(k) for k in keys))
-        if n and max(key_lens) > MAX_KEY:
-            big = max(range(n), key=key_lens.__getitem__)
-            raise errors.PayloadTooLargeError(key_lens[big], MAX_KEY, what=f"key of record {big}")
-        size += sum(-(-(HEADER_SIZE + max(k, 0) + v) // 8) * 8 for k, v in zip(key_lens, lens, strict=True))
+    cols = batch_columns(values, keys, timestamp_ns)
+    lens, key_lens = cols.value_lens, cols.key_lens
+    if key_lens is not None:
+        size = sum(-(-(HEADER_SIZE + max(k, 0) + v) // 8) * 8 for k, v in zip(key_lens, lens, strict=True))
     else:
         size = sum(lens) + n * (HEADER_SIZE + 7)  # an upper bound; the exact size comes back
-    joined = b"".join(values)
-    key_bytes = b"".join(k for k in keys if k is not None) if keys is not None else b""
-    stamps = None
-    if timestamp_ns is not None and not isinstance(timestamp_ns, int):
-        stamps = array("q", timestamp_ns)
+    joined, key_bytes, stamps = cols.values, cols.keys, cols.timestamps
     out = bytearray(size)
     rc = lib.nmq_record_encode_batch(
         ffi.from_buffer(out),

@@ -418,3 +418,17 @@ def test_small_reads_of_large_records(logdir: Path) -> None:
             assert got == [value_for(o, 65536 if o % 2 else 30000) for o in range(start, min(start + 2, 40))]
             assert [r.offset for r in log.read(start, max_bytes=100)] == [start]
             assert len(log.read_encoded(start, 100)) == 64 + (65536 if start % 2 else 30000)
+
+
+def test_append_batch_measures_buffers_in_bytes(tmp_path) -> None:
+    from array import array
+
+    from nanomq.log import Log
+
+    words = array("I", [1, 2, 3])
+    with Log.open(tmp_path / "l", fsync="never") as log:
+        first = log.append_batch([words, b"x"], keys=[array("H", [7]), None])
+        assert [(r.key, r.value) for r in log.read(first)] == [
+            (array("H", [7]).tobytes(), words.tobytes()),
+            (None, b"x"),
+        ]

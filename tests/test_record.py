@@ -243,3 +243,13 @@ def test_garbage_after_a_batch_never_adds_a_record(values, garbage) -> None:
     count, nbytes, status = record.scan(buf + garbage, 0)
     assert (count, nbytes) == (len(values), len(buf))
     assert status in (ScanStatus.ZERO, ScanStatus.SHORT, ScanStatus.BAD_HEADER)
+
+
+def test_buffers_are_measured_in_bytes_not_items() -> None:
+    from array import array
+
+    words = array("I", [1, 2, 3])  # len() is 3, the buffer is 12 bytes
+    buf = record.encode_batch([words, memoryview(b"abc")], keys=[memoryview(array("H", [7])), None])
+    recs = record.decode_batch(buf)
+    assert [r.value for r in recs] == [words.tobytes(), b"abc"]
+    assert recs[0].key == array("H", [7]).tobytes()

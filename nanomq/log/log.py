@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -24,7 +23,7 @@ from nanomq import errors
 from nanomq._ffi import ffi, lib
 from nanomq.log import segment as sg
 from nanomq.log.recovery import Damage, SegmentScan, TruncatedTail, header_ok, scan_file
-from nanomq.record import MAX_KEY, MAX_PAYLOAD, Record, iter_records, validate_batch
+from nanomq.record import MAX_KEY, MAX_PAYLOAD, Record, batch_columns, iter_records, validate_batch
 
 __all__ = ["Log", "LogSlice", "LogStats", "RecoveryReport"]
 
@@ -525,33 +524,10 @@ class Log:
         One write and one sync for the batch (a batch larger than the room left in the
         segment continues in the next one)."""
         n = len(values)
-        if keys is not None and len(keys) != n:
-            raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
+        data, lens, kdata, klens, tss = batch_columns(values, keys, timestamp_ns)
         if n == 0:
             return self.next_offset
-        lens = array("I")
-        try:
-            lens.extend(map(len, values))
-        except OverflowError:
-            raise errors.PayloadTooLargeError(max(map(len, values)), MAX_PAYLOAD) from None
-        if max(lens) > MAX_PAYLOAD:
-            raise errors.PayloadTooLargeError(max(lens), MAX_PAYLOAD)
-        data = b"".join(values)
-        if keys is None:
-            kdata, klens = b"", None
-        else:
-            klens = array("i", [-1 if k is None else len(k) for k in keys])
-            if max(klens) > MAX_KEY:
-                raise errors.PayloadTooLargeError(max(klens), MAX_KEY, what="key")
-            kdata = b"".join(k for k in keys if k is not None)
-        tss = None
-        ts = 0
-        if timestamp_ns is not None and not isinstance(timestamp_ns, int):
-            tss = array("q", timestamp_ns)
-            if len(tss) != n:
-                raise ValueError(f"{len(tss)} timestamps for {n} values")
-        elif timestamp_ns is not None:
-            ts = timestamp_ns
+        ts = timestamp_ns if isinstance(timestamp_ns, int) else 0
         vp = ffi.from_buffer(data)
         kp = ffi.from_buffer(kdata)
         lp = ffi.from_buffer("uint32_t[]", lens)
