@@ -1,27 +1,54 @@
 """NanoMQ: microsecond messaging for Python, and the harness that measures it."""
 
+from nanomq.client import Admin, Lag, Message, Publisher, Subscriber
 from nanomq.crc32c import crc32c
 from nanomq.errors import (
+    BrokerError,
+    BrokerUnreachableError,
+    ClientClosedError,
+    CommitFailedError,
+    ConnectionLostError,
     CorruptRecordError,
+    GroupNotFoundError,
+    InvalidRequestError,
+    InvalidTopicNameError,
     NanoMQError,
+    NotAuthorizedError,
     PayloadTooLargeError,
     PeerDeadError,
+    PublishTimeoutError,
     RegionError,
     RingBusyError,
     RingClosedError,
     RingEmptyError,
     RingFullError,
     RingStateError,
+    TopicExistsError,
+    TopicNotFoundError,
 )
 from nanomq.ring import Ring, RingBatch, RingStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admin",
+    "BrokerError",
+    "BrokerUnreachableError",
+    "ClientClosedError",
+    "CommitFailedError",
+    "ConnectionLostError",
     "CorruptRecordError",
+    "GroupNotFoundError",
+    "InvalidRequestError",
+    "InvalidTopicNameError",
+    "Lag",
+    "Message",
     "NanoMQError",
+    "NotAuthorizedError",
     "PayloadTooLargeError",
     "PeerDeadError",
+    "PublishTimeoutError",
+    "Publisher",
     "RegionError",
     "Ring",
     "RingBatch",
@@ -31,6 +58,9 @@ __all__ = [
     "RingFullError",
     "RingStateError",
     "RingStats",
+    "Subscriber",
+    "TopicExistsError",
+    "TopicNotFoundError",
     "__version__",
     "crc32c",
 ]

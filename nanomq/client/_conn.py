@@ -1,0 +1,306 @@
+"""One client connection to a broker: a socket, the handshake, and an I/O thread that reads.
+
+Callers send from their own thread (under a lock, so frames never interleave) and get a
+`concurrent.futures.Future` per request, resolved by the connection's reader thread when the
+reply with the same correlation id arrives. Frames the broker pushes unasked (DELIVER) go to
+a handler, also on the reader thread. When the connection breaks, every pending future fails
+with ConnectionLostError and `closed` is set; reconnecting is the owner's business
+(`Pool`, the Subscriber), with back-off.
+
+TLS sockets are not safe to read and write from two threads at once (one OpenSSL object),
+so the socket is non-blocking and every read and write of it happens under `_io_lock`;
+threads wait for readiness with `select` outside the lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from nanomq import protocol as P
+from nanomq.client._errors import error_from_frame, unreachable
+from nanomq.client._util import format_address, parse_address
+from nanomq.errors import ConnectionLostError
+
+log = logging.getLogger(__name__)
+
+_RECV_BYTES = 256 * 1024
+
+
+def make_ssl_context(tls: bool | ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """None/False → plain TCP; True → the system's default verifying context; a context as given."""
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return ssl.create_default_context()
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    raise TypeError(f"tls must be None, True or an ssl.SSLContext, not {type(tls).__name__}")
+
+
+class Connection:
+    """A handshaken connection; `request()` sends a frame and returns the future of its reply."""
+
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        *,
+        client_id: str | None = None,
+        auth_token: str | bytes | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        connect_timeout: float = 5.0,
+        on_push: Callable[[P.Frame], None] | None = None,
+        on_close: Callable[[Connection, BaseException | None], None] | None = None,
+    ) -> None:
+        self.host, self.port = parse_address(address)
+        self.address = format_address(self.host, self.port)
+        self._on_push = on_push
+        self._on_close = on_close
+        self._pending: dict[int, Future[P.Frame]] = {}
+        self._pending_lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.closed = threading.Event()
+        self.close_reason: BaseException | None = None
+        self._decoder: P.FrameDecoder
+        self._sock = self._connect(client_id, auth_token, make_ssl_context(tls), connect_timeout)
+        self._sock.setblocking(False)
+        self._reader = threading.Thread(target=self._read_loop, name=f"nanomq-io-{self.address}", daemon=True)
+        self._reader.start()
+
+    # ------------------------------------------------------------------ setup ----
+
+    def _connect(
+        self,
+        client_id: str | None,
+        auth_token: str | bytes | None,
+        context: ssl.SSLContext | None,
+        timeout: float,
+    ) -> socket.socket:
+        try:
+            raw = socket.create_connection((self.host, self.port), timeout=timeout)
+        except OSError as exc:
+            raise unreachable(self.address, exc) from exc
+        sock: socket.socket = raw
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if context is not None:
+                try:
+                    sock = context.wrap_socket(raw, server_hostname=self.host)
+                except (ssl.SSLError, OSError) as exc:
+                    raise unreachable(self.address, exc, what="TLS handshake failed") from exc
+            welcome = self._handshake(sock, client_id, auth_token, timeout)
+        except BaseException:
+            sock.close()  # the TLS socket owns the descriptor once wrapped
+            raw.close()
+            raise
+        self.welcome = welcome
+        return sock
+
+    def _handshake(
+        self, sock: socket.socket, client_id: str | None, auth_token: str | bytes | None, timeout: float
+    ) -> Any:
+        if isinstance(auth_token, str):
+            auth_token = auth_token.encode()
+        sock.settimeout(timeout)
+        hello = P.encode_hello(0, client_id or "", auth_token)
+        decoder = P.FrameDecoder()
+        try:
+            sock.sendall(hello)
+            frame = None
+            while frame is None:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionLostError(
+                        f"broker at {self.address} closed the connection during the handshake"
+                    )
+                frames = decoder.feed(data)
+                if frames:
+                    frame = frames[0]
+        except TimeoutError as exc:
+            raise unreachable(self.address, exc, what=f"no handshake reply within {timeout} s") from exc
+        except OSError as exc:
+            if isinstance(exc, ConnectionLostError):
+                raise
+            raise unreachable(self.address, exc) from exc
+        err = error_from_frame(frame)
+        if err is not None:
+            raise err
+        welcome = P.parse_welcome(frame)
+        self._decoder = P.FrameDecoder(max_frame=welcome.max_frame)
+        return welcome
+
+    # ------------------------------------------------------------------- send ----
+
+    def next_id(self) -> int:
+        """A fresh correlation id."""
+        return next(self._ids) & 0xFFFFFFFF or next(self._ids)
+
+    def request(self, build: Callable[[int], bytes | list[bytes]]) -> Future[P.Frame]:
+        """Send the frame `build(correlation_id)` returns; the future resolves with the reply frame.
+
+        The future fails with the typed NanoMQError an ERROR reply maps to, or with
+        ConnectionLostError when the connection breaks first.
+        """
+        corr = self.next_id()
+        fut: Future[P.Frame] = Future()
+        with self._pending_lock:
+            if self.closed.is_set():
+                fut.set_exception(self._lost())
+                return fut
+            self._pending[corr] = fut
+        try:
+            self.send(build(corr))
+        except BaseException as exc:
+            with self._pending_lock:
+                self._pending.pop(corr, None)
+            if not fut.done():
+                fut.set_exception(exc)
+        return fut
+
+    def expect(self, corr: int) -> Future[P.Frame]:
+        """A future for the reply to a frame the caller sends itself with correlation id `corr`."""
+        fut: Future[P.Frame] = Future()
+        with self._pending_lock:
+            if self.closed.is_set():
+                fut.set_exception(self._lost())
+            else:
+                self._pending[corr] = fut
+        return fut
+
+    def send(self, data: bytes | list[bytes]) -> None:
+        """Write whole frames (a list is written as one run, never interleaved with others)."""
+        if self.closed.is_set():
+            raise self._lost()
+        buf = memoryview(b"".join(data) if isinstance(data, list) else data)
+        sent = 0
+        total = len(buf)
+        while sent < total:
+            with self._io_lock:
+                if self.closed.is_set():
+                    raise self._lost()
+                try:
+                    while sent < total:
+                        n = self._sock.send(buf[sent:])
+                        if n == 0:
+                            break
+                        sent += n
+                    continue
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+                except OSError as exc:
+                    self._fail(exc)
+                    raise self._lost() from exc
+            # the broker's window is full: wait for room without holding the lock
+            try:
+                select.select([], [self._sock], [], 0.5)
+            except (OSError, ValueError) as exc:
+                self._fail(exc)
+                raise self._lost() from exc
+
+    # ------------------------------------------------------------------- read ----
+
+    def _read_loop(self) -> None:
+        reason: BaseException | None = None
+        sock = self._sock
+        try:
+            while not self.closed.is_set():
+                with self._io_lock:
+                    data = self._recv_available(sock)
+                if data is None:
+                    select.select([sock], [], [], 0.5)
+                    continue
+                if data == b"":
+                    reason = ConnectionLostError(f"broker at {self.address} closed the connection")
+                    break
+                for frame in self._decoder.feed(data):
+                    self._dispatch(frame)
+        except Exception as exc:  # a broken socket, an invalid frame from the broker
+            if not self.closed.is_set():
+                log.debug("connection to %s failed: %r", self.address, exc)
+                reason = exc
+        self._fail(reason)
+        with self._io_lock:  # nobody reads or writes a closed connection: release the socket now
+            sock.close()
+
+    @staticmethod
+    def _recv_available(sock: socket.socket) -> bytes | None:
+        """What can be read without blocking: bytes, b"" at EOF, None when nothing is ready."""
+        chunks = []
+        try:
+            while True:
+                data = sock.recv(_RECV_BYTES)
+                if not data:
+                    if chunks:
+                        break
+                    return b""
+                chunks.append(data)
+                if len(data) < _RECV_BYTES and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        if not chunks:
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _dispatch(self, frame: P.Frame) -> None:
+        with self._pending_lock:
+            fut = self._pending.pop(frame.correlation_id, None)
+        if fut is None:
+            if self._on_push is not None:
+                self._on_push(frame)
+            else:
+                log.debug("frame %r from %s with no request waiting", frame.opcode, self.address)
+            return
+        err = error_from_frame(frame)
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(frame)
+
+    # -------------------------------------------------------------- lifetime ----
+
+    def _lost(self) -> ConnectionLostError:
+        reason = self.close_reason
+        if isinstance(reason, ConnectionLostError):
+            return ConnectionLostError(str(reason))
+        detail = f": {reason}" if reason is not None else ""
+        return ConnectionLostError(f"connection to broker at {self.address} lost{detail}")
+
+    def _fail(self, reason: BaseException | None) -> None:
+        with self._pending_lock:
+            if self.closed.is_set():
+                return
+            self.close_reason = reason
+            self.closed.set()
+            pending, self._pending = self._pending, {}
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        err = self._lost()
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLostError(str(err)))
+        if self._on_close is not None:
+            self._on_close(self, reason)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Close the socket; pending requests fail with ConnectionLostError."""
+        self._fail(ConnectionLostError(f"connection to broker at {self.address} closed by the client"))
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=5)
+        with self._io_lock:
+            self._sock.close()

@@ -1,0 +1,60 @@
+"""The clients' small pieces: broker addresses, back-off, deadlines, the Message type."""
+
+from __future__ import annotations
+
+import pytest
+
+from nanomq.client._util import DEFAULT_PORT, Backoff, Deadline, Message, format_address, parse_address
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("localhost:1", ("localhost", 1)),
+        ("broker", ("broker", DEFAULT_PORT)),
+        ("[::1]:9001", ("::1", 9001)),
+        ("[::1]", ("::1", DEFAULT_PORT)),
+        ("::1", ("::1", DEFAULT_PORT)),
+        (":9002", ("127.0.0.1", 9002)),
+        (("10.0.0.1", 65535), ("10.0.0.1", 65535)),
+    ],
+)
+def test_addresses_parse_to_host_and_port(text: str | tuple[str, int], expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("h:x", "'x' is not a number"), ("h:0", "outside 1..65535"), ("h:65536", "outside 1..65535")],
+)
+def test_bad_addresses_are_refused_naming_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_address(text)
+
+
+def test_addresses_format_back() -> None:
+    assert format_address("127.0.0.1", 9000) == "127.0.0.1:9000"
+    assert format_address("::1", 9000) == "[::1]:9000"
+
+
+def test_backoff_grows_to_its_maximum_with_jitter_and_resets() -> None:
+    b = Backoff(initial=0.1, maximum=0.4, factor=2.0)
+    steps = [b.next_delay() for _ in range(6)]
+    for delay, step in zip(steps, [0.1, 0.2, 0.4, 0.4, 0.4, 0.4], strict=True):
+        assert step / 2 <= delay <= step
+    b.reset()
+    assert 0.05 <= b.next_delay() <= 0.1
+
+
+def test_deadline_without_timeout_never_expires() -> None:
+    d = Deadline(None)
+    assert d.remaining() is None and not d.expired()
+    z = Deadline(0)
+    assert z.remaining() == 0.0 and z.expired()
+
+
+def test_message_is_a_named_tuple_with_the_documented_fields() -> None:
+    m = Message("demo", 1, 42, 1_700_000_000_000_000_000, None, b"v")
+    assert m._fields == ("topic", "partition", "offset", "timestamp", "key", "value")
+    assert m.offset == 42 and m.key is None
