@@ -85,6 +85,13 @@ MEASURE_CODE = code(
     "nanomq/bench/hdr.py",
     "nanomq/bench/records.py",
     "nanomq/bench/envinfo.py",
+    "nanomq/bench/group.py",
+    "nanomq/bench/nanomq_drivers.py",
+    "nanomq/record.py",
+    "nanomq/log/*.py",
+    "nanomq/protocol.py",
+    "nanomq/broker/*.py",
+    "nanomq/client/*.py",
 )
 
 
@@ -99,6 +106,15 @@ wildcard_constraints:
     experiment=NAME,
     point=r"[A-Za-z0-9_]+-[0-9a-f]{12}",
     rep=r"\d+",
+
+
+# Light jobs stay on the submitting host under a cluster executor (profiles/slurm): only
+# measurements are worth a node of their own.
+localrules:
+    all,
+    aggregate,
+    plot,
+    report,
 
 
 rule all:

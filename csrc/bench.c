@@ -123,6 +123,7 @@ struct control {
     uint64_t seq_errors;
     uint64_t dropped;
     int64_t deadline;       /* CLOCK_MONOTONIC ns */
+    int64_t t0;             /* paced streams: when message 0 was due (set by the producer) */
 };
 
 struct job {
@@ -130,6 +131,11 @@ struct job {
     const nmq_hdr_layout *l;
     struct control *ctl;
     uint64_t *counts;     /* shared counts (counts_len entries) or NULL */
+    uint64_t *lag;        /* shared: measured send lag (counts_len entries) or NULL */
+    uint64_t *lat_series; /* shared: intervals x counts_len latency counts, or NULL */
+    uint64_t *lag_series; /* shared: intervals x counts_len send-lag counts, or NULL */
+    uint32_t intervals;
+    int64_t interval_ns;
     nmq_ring *tx[2];      /* per side: the handle it pushes on (NULL if none) */
     nmq_ring *rx[2];      /* per side: the handle it pops from */
     uint8_t *buf[2];      /* per side: SIDE_BUF bytes of scratch, mapped before any fork */
@@ -247,6 +253,14 @@ static int pingpong_echo(struct job *j) {
 
 /* --------------------------------------------------------------- streaming ---- */
 
+/* The interval of message i of a paced schedule (the last one takes any later message). */
+static inline size_t series_slot(const struct job *j, uint64_t i, double interval) {
+    uint64_t k = (uint64_t)((int64_t)((double)i * interval) / j->interval_ns);
+    if (k >= j->intervals) k = j->intervals - 1;
+    return (size_t)k * (size_t)j->l->counts_len;
+}
+
+
 static int stream_producer(struct job *j) {
     const nmq_bench_params *p = j->p;
     struct control *ctl = j->ctl;
@@ -262,12 +276,17 @@ static int stream_producer(struct job *j) {
     if (rc) return rc;
     int64_t t0 = nmq_now_ns() + 1000000; /* paced: the first intended send is 1 ms after the start */
     double interval = p->rate > 0 ? 1e9 / p->rate : 0;
+    uint64_t dropped = 0;
+    ctl->t0 = t0; /* read by the parent after both sides ended */
     for (uint64_t i = 0; i < total;) {
         uint32_t n = total - i < batch ? (uint32_t)(total - i) : batch;
         if (interval > 0) {
             int64_t intended = t0 + (int64_t)((double)i * interval);
-            while (nmq_now_ns() < intended) nmq_cpu_relax();
+            int64_t now;
+            while ((now = nmq_now_ns()) < intended) nmq_cpu_relax();
             if (stamp) put_u64(buf, (uint64_t)intended);
+            if (j->lag && i >= p->warmup) record(j->l, j->lag, now - intended, &dropped);
+            if (j->lag_series) record(j->l, j->lag_series + series_slot(j, i, interval), now - intended, &dropped);
         } else if (stamp && p->record_latency) {
             put_u64(buf, (uint64_t)nmq_now_ns());
         }
@@ -308,6 +327,9 @@ static int stream_consumer(struct job *j) {
     uint64_t total = p->warmup + p->count, got = 0, errors = 0, dropped = 0, at_begin = 0;
     int stamp = p->size >= STAMP_BYTES;
     int latency = stamp && p->record_latency && j->counts;
+    int series = stamp && p->rate > 0 && j->lat_series; /* counted apart: `dropped` is the result's */
+    double interval = p->rate > 0 ? 1e9 / p->rate : 0;
+    uint64_t series_dropped = 0;
     int rc = start_line(ctl);
     if (rc) return rc;
     int64_t begin = nmq_now_ns(), now = begin;
@@ -329,7 +351,7 @@ static int stream_consumer(struct job *j) {
             if (rc < 0) return rc;
             n = (uint32_t)rc;
         }
-        if (latency || got + n >= total || (got < p->warmup && got + n >= p->warmup)) now = nmq_now_ns();
+        if (latency || series || got + n >= total || (got < p->warmup && got + n >= p->warmup)) now = nmq_now_ns();
         for (uint32_t k = 0; k < n; k++) {
             const uint8_t *rec = buf + offsets[k];
             uint64_t seq = got + k;
@@ -338,6 +360,8 @@ static int stream_consumer(struct job *j) {
                 continue;
             }
             if (latency && seq >= p->warmup) record(j->l, j->counts, now - (int64_t)get_u64(rec), &dropped);
+            if (series) record(j->l, j->lat_series + series_slot(j, seq, interval), now - (int64_t)get_u64(rec),
+                               &series_dropped);
         }
         if (got < p->warmup && got + n >= p->warmup) {
             begin = now; /* the window starts after the last warm-up message */
@@ -484,8 +508,15 @@ static void ring_drop(struct bench_ring *br) {
     if (br->mem) munmap(br->mem, br->size);
 }
 
+struct series_out {
+    uint64_t *lag, *lat_series, *lag_series;
+    uint32_t intervals;
+    int64_t interval_ns;
+    int64_t *t0_out;
+};
+
 static int bench_run(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
-                     nmq_bench_result *res, int pingpong) {
+                     nmq_bench_result *res, int pingpong, const struct series_out *so) {
     memset(res, 0, sizeof *res);
     if (p->mode != NMQ_BENCH_THREADS && p->mode != NMQ_BENCH_PROCESSES)
         return res->status = nmq_set_error(NMQ_EINVAL, "mode %d is not threads (0) or processes (1)", p->mode);
@@ -498,13 +529,24 @@ static int bench_run(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_
                                            "batch %u of %u-byte records is invalid (1..%d records, at most "
                                            "%d bytes a batch; 1 for ping-pong and paced runs)",
                                            batch, p->size, NMQ_MAX_BATCH, BATCH_BYTES);
-    if (counts && (!l || l->counts_len <= 0))
+    int want_series = so && (so->lag || so->lat_series || so->lag_series);
+    if ((counts || want_series) && (!l || l->counts_len <= 0))
         return res->status = nmq_set_error(NMQ_EINVAL, "counts given without a histogram layout");
+    if (want_series && (p->rate <= 0 || so->intervals == 0 || so->intervals > 100000 || so->interval_ns <= 0))
+        return res->status = nmq_set_error(NMQ_EINVAL,
+                                           "series need a paced run (rate %g) and 1..100000 intervals "
+                                           "(%u) of a positive length (%lld ns)",
+                                           p->rate, so->intervals, (long long)so->interval_ns);
     uint64_t capacity = p->capacity ? p->capacity : 1ULL << 20;
 
     size_t ncounts = counts ? (size_t)l->counts_len : 0;
+    size_t clen = want_series ? (size_t)l->counts_len : 0;
+    size_t nlag = want_series && so->lag ? clen : 0;
+    size_t nlat = want_series && so->lat_series ? clen * so->intervals : 0;
+    size_t nlags = want_series && so->lag_series ? clen * so->intervals : 0;
     size_t ctl_bytes = (sizeof(struct control) + 63) & ~(size_t)63;
-    size_t shared_bytes = ctl_bytes + 2 * (size_t)SIDE_BUF + ncounts * sizeof(uint64_t);
+    size_t shared_bytes =
+        ctl_bytes + 2 * (size_t)SIDE_BUF + (ncounts + nlag + nlat + nlags) * sizeof(uint64_t);
     uint8_t *shared = map_shared(shared_bytes);
     if (!shared)
         return res->status = nmq_set_error(NMQ_ENOMEM, "mmap of %zu bytes failed: %s", shared_bytes,
@@ -520,7 +562,15 @@ static int bench_run(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_
     if (!rc) {
         uint8_t *bufs = shared + ctl_bytes;
         struct job j = {.p = p, .l = l, .ctl = ctl, .buf = {bufs, bufs + SIDE_BUF}};
-        j.counts = counts ? (uint64_t *)(bufs + 2 * (size_t)SIDE_BUF) : NULL;
+        uint64_t *arrays = (uint64_t *)(bufs + 2 * (size_t)SIDE_BUF);
+        j.counts = counts ? arrays : NULL;
+        j.lag = nlag ? arrays + ncounts : NULL;
+        j.lat_series = nlat ? arrays + ncounts + nlag : NULL;
+        j.lag_series = nlags ? arrays + ncounts + nlag + nlat : NULL;
+        if (want_series) {
+            j.intervals = so->intervals;
+            j.interval_ns = so->interval_ns;
+        }
         j.tx[SIDE_PRODUCER] = a.prod;
         j.rx[SIDE_CONSUMER] = a.cons;
         if (pingpong) {
@@ -541,6 +591,10 @@ static int bench_run(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_
         res->pinned = ctl->pinned[0] && ctl->pinned[1];
         if (counts)
             for (size_t i = 0; i < ncounts; i++) counts[i] += j.counts[i];
+        for (size_t i = 0; i < nlag; i++) so->lag[i] += j.lag[i];
+        for (size_t i = 0; i < nlat; i++) so->lat_series[i] += j.lat_series[i];
+        for (size_t i = 0; i < nlags; i++) so->lag_series[i] += j.lag_series[i];
+        if (so && so->t0_out) *so->t0_out = ctl->t0;
         if (rc == NMQ_TIMEOUT)
             nmq_set_error(rc, "benchmark timed out after %lld ms", (long long)(timeout / 1000000));
         else if (rc == NMQ_EPEERDEAD)
@@ -554,10 +608,17 @@ static int bench_run(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_
 
 int nmq_bench_pingpong(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
                        nmq_bench_result *res) {
-    return bench_run(p, l, counts, res, 1);
+    return bench_run(p, l, counts, res, 1, NULL);
 }
 
 int nmq_bench_stream(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
                      nmq_bench_result *res) {
-    return bench_run(p, l, counts, res, 0);
+    return bench_run(p, l, counts, res, 0, NULL);
+}
+
+int nmq_bench_stream_series(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
+                            uint64_t *lag, uint64_t *lat_series, uint64_t *lag_series, uint32_t intervals,
+                            int64_t interval_ns, int64_t *t0_out, nmq_bench_result *res) {
+    struct series_out so = {lag, lat_series, lag_series, intervals, interval_ns, t0_out};
+    return bench_run(p, l, counts, res, 0, &so);
 }

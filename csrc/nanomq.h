@@ -284,6 +284,15 @@ int nmq_bench_pingpong(const nmq_bench_params *p, const nmq_hdr_layout *l, uint6
  * with record_latency, one-way latency of each measured message goes into counts. */
 int nmq_bench_stream(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
                      nmq_bench_result *res);
+/* Paced streaming (rate > 0, batch 1) as nmq_bench_stream, and per second of the schedule:
+ * message i (intended at t0 + i / rate) belongs to interval k = (i * 1e9 / rate) / interval_ns,
+ * warm-up included (messages past the last interval go to the last). The consumer adds its
+ * one-way latency to lat_series[k * counts_len ...]; the producer adds its send lag (time of
+ * the push - intended time) to lag_series[k * counts_len ...], and the measured messages' lag
+ * to lag (counts_len entries). *t0_out receives t0 (CLOCK_MONOTONIC ns). Any array may be NULL. */
+int nmq_bench_stream_series(const nmq_bench_params *p, const nmq_hdr_layout *l, uint64_t *counts,
+                            uint64_t *lag, uint64_t *lat_series, uint64_t *lag_series, uint32_t intervals,
+                            int64_t interval_ns, int64_t *t0_out, nmq_bench_result *res);
 
 /* ---- log (csrc/log.c) ---- */
 /* The segmented write-ahead log's hot loops; nanomq/log/ owns files, locks and policy. */

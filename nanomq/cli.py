@@ -16,6 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     from nanomq.bench import ring as ring_bench
 
     ring_bench.add_arguments(bench_sub.add_parser("ring", help="the shared-memory ring against its peers"))
+    from nanomq.bench import logbench
+
+    logbench.add_arguments(
+        bench_sub.add_parser("log", help="the write-ahead log against write()/fdatasync and SQLite")
+    )
+    from nanomq.bench import brokerbench
+
+    brokerbench.add_arguments(
+        bench_sub.add_parser("broker", help="the broker and its clients against NATS and Redis")
+    )
     _add_bench_run(bench_sub)
     _add_bench_list(bench_sub)
     _add_report(sub)

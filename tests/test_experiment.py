@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from nanomq.bench.experiment import (
+    FAN_IN_TRANSPORTS,
+    MULTI_TRANSPORTS,
     ExperimentError,
     config_hash,
     load_experiment,
@@ -50,7 +52,15 @@ def test_shipped_experiments_are_valid_and_expand(name):
 
 def test_default_experiment_needs_only_the_dev_install():
     exp = load_experiment(ROOT / "experiments" / "default.yaml")
-    assert {p.transport for p in exp.points} <= {"ring", "ring_c", "mp_queue", "faster_fifo", "zmq"}
+    assert {p.transport for p in exp.points} <= {
+        "ring",
+        "ring_c",
+        "log",
+        "broker",
+        "mp_queue",
+        "faster_fifo",
+        "zmq",
+    }
 
 
 def test_a_misspelt_key_in_a_grid_is_refused_by_name():
@@ -93,7 +103,18 @@ def test_combinations_the_load_generator_cannot_run_are_refused_at_load_time():
     assert "one message per call or 256" in error_of(
         "experiment: t\ngrids: [{name: g, transport: ring, rate: max, batch_size: 8}]\n"
     )
-    assert "one of each" in error_of(BASE + "    producers: 2\n")
+    # the SPSC ring refuses several producers or consumers, naming the transport and who takes them
+    msg = error_of(BASE + "    producers: 2\n")
+    assert "single-producer single-consumer" in msg and "transport ring" in msg and "mp_queue" in msg
+    assert "one consumer" in error_of("experiment: t\ngrids: [{name: g, transport: zmq, consumers: 2}]\n")
+    parse("experiment: t\ngrids: [{name: g, transport: zmq, producers: 3}]\n")  # fan-in
+    exp = parse(
+        "experiment: t\ngrids: [{name: g, transport: [mp_queue, nats], producers: 2, consumers: [1, 3]}]\n"
+    )
+    assert {(p.transport, p.parameters["consumers"]) for p in exp.points} == {
+        (t, c) for t in ("mp_queue", "nats") for c in (1, 3)
+    }
+    assert all("2p" in p.label for p in exp.points)
     # ring_c drives any batch size in C
     parse("experiment: t\ngrids: [{name: g, transport: ring_c, rate: max, batch_size: 8}]\n")
 
@@ -158,7 +179,18 @@ def test_the_schema_lists_exactly_the_transports_the_runner_drives():
 
     schema = yaml.safe_load(schema_path().read_text())
     listed = set(schema["$defs"]["transport"]["enum"])
-    assert listed == {"ring", "ring_c", "mp_queue", "faster_fifo", "zmq", "nats", "redis"}
+    assert listed == {
+        "ring",
+        "ring_c",
+        "log",
+        "broker",
+        "mp_queue",
+        "faster_fifo",
+        "zmq",
+        "nats",
+        "redis",
+        "stall",
+    }
     for transport in listed - {"ring_c"}:
         params = {"transport": transport, "wait": "spin", "options": {}, "pin": True}
         try:
@@ -166,3 +198,6 @@ def test_the_schema_lists_exactly_the_transports_the_runner_drives():
         except runner.TransportUnavailable:
             continue  # an optional peer not installed here: the runner knows it, which is the point
         assert hasattr(driver, "producer") and hasattr(driver, "consumer")
+        # the experiment check and the drivers agree on who takes several producers and consumers
+        assert (driver.max_producers > 1 and driver.max_consumers > 1) == (transport in MULTI_TRANSPORTS)
+        assert (driver.max_producers > 1 and driver.max_consumers == 1) == (transport in FAN_IN_TRANSPORTS)

@@ -79,6 +79,10 @@ def _label(params: dict[str, Any]) -> str:
         parts.append(f"batch {params['batch_size']}")
     if params.get("producers", 1) != 1 or params.get("consumers", 1) != 1:
         parts.append(f"{params['producers']}p{params['consumers']}c")
+    if params["transport"] in ("log", "broker"):
+        parts.append(f"fsync={params.get('fsync', 'never')}")
+    elif params["transport"] == "ring" and params.get("wait", "spin") != "spin":
+        parts.append(str(params["wait"]))
     options = params.get("options")
     if isinstance(options, str):  # a table row holds the options as JSON text
         options = json.loads(options or "{}")

@@ -14,10 +14,12 @@ it. `c_pingpong` / `c_stream` run the C loops of csrc/bench.c (no Python per mes
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +40,10 @@ __all__ = [
     "MpQueueDriver",
     "Producer",
     "RingDriver",
+    "StallDriver",
     "ZmqDriver",
     "c_pingpong",
+    "c_series_available",
     "c_stream",
     "faster_fifo_available",
     "make_driver",
@@ -78,6 +82,9 @@ class Producer:
     def send_buffer(self, data: bytes, lengths: Sequence[int]) -> None:
         """Send records laid end to end in one buffer (Driver.buffer must be True)."""
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Return once every message sent so far is in the transport (a consumer can take it)."""
 
     def close(self) -> None:
         """Release this end (the message stream was already ended by the caller)."""
@@ -118,6 +125,12 @@ class Driver:
     """How send_batch/recv_batch move 256 records (None: no batch mode)."""
     buffer = False
     """Whether send_buffer/recv_buffer exist (one buffer for a whole batch)."""
+    max_producers = 1
+    """Producer processes the transport takes at once (nanomq.bench.group runs more than one)."""
+    max_consumers = 1
+    """Consumer processes the transport takes at once."""
+    fanout = False
+    """True: every consumer receives every message (pub/sub); False: each message goes to one consumer."""
 
     def setup(self, ctx: Any, size: int) -> None:
         """Create the shared parts (parent, before the processes start); ctx is a multiprocessing context."""
@@ -132,6 +145,10 @@ class Driver:
 
     def teardown(self) -> None:
         """Remove the shared parts (parent, after both processes ended)."""
+
+    def server_pid(self) -> int | None:
+        """The pid of the server process this driver started (between setup and teardown), if any."""
+        return None
 
     def params(self) -> dict[str, Any]:
         """The driver's settings, for the run record."""
@@ -261,6 +278,11 @@ class _MpProducer(Producer):
     def send_batch(self, records: list[bytes]) -> None:
         self.q.put(records)
 
+    def flush(self) -> None:
+        # the feeder thread writes to the pipe behind put()'s back: only join_thread says it is done,
+        # and only after close(), so a flushed end sends nothing more
+        self.close()
+
     def close(self) -> None:
         self.q.close()
         self.q.join_thread()  # everything put reaches the pipe before the process exits
@@ -282,6 +304,8 @@ class MpQueueDriver(Driver):
     name = "mp-queue"
     label = "multiprocessing.Queue"
     pin = True
+    max_producers = 64
+    max_consumers = 64
     batch_label = "put/get of a list of 256 (pickled as one item)"
 
     def __init__(self) -> None:
@@ -345,6 +369,8 @@ class FasterFifoDriver(Driver):
     name = "faster-fifo"
     label = "faster_fifo.Queue"
     pin = True
+    max_producers = 64
+    max_consumers = 64
     batch_label = "put_many / get_many"
 
     def __init__(self, max_size_bytes: int = 1 << 20, timeout: float = 60.0) -> None:
@@ -388,8 +414,10 @@ def zmq_available() -> bool:
 # LINGER does not make close() wait for bytes already in libzmq's engine buffer: closing
 # the PUSH side right after its last send lost the last few hundred messages (and the end
 # marker) in about 1 run in 10 here. So the consumer confirms the end over REQ/REP, and
-# the producer's close() waits for that confirmation before it closes.
+# the producer's close() waits for that confirmation before it closes. The consumer binds
+# the REP side, so several producers (fan-in) can each ask it.
 _ZMQ_CLOSE_WAIT_MS = 30_000
+_ZMQ_CONFIRM_WAIT_MS = 10_000
 
 
 class _ZmqProducer(Producer):
@@ -400,10 +428,10 @@ class _ZmqProducer(Producer):
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, -1)
         self.sock.connect(endpoint)
-        self.done = self.ctx.socket(zmq.REP)
+        self.done = self.ctx.socket(zmq.REQ)
         self.done.setsockopt(zmq.RCVTIMEO, _ZMQ_CLOSE_WAIT_MS)
         self.done.setsockopt(zmq.LINGER, 1000)
-        self.done.bind(endpoint + "-done")
+        self.done.connect(endpoint + "-done")
         self.send = self.sock.send  # type: ignore[method-assign]
 
     def send_batch(self, records: list[bytes]) -> None:
@@ -413,8 +441,8 @@ class _ZmqProducer(Producer):
         import zmq
 
         try:
-            self.done.recv()  # the consumer has everything
             self.done.send(b"")
+            self.done.recv()  # the consumer has everything this producer sent
         except zmq.Again:
             log.warning("zmq consumer did not confirm the end within %d ms", _ZMQ_CLOSE_WAIT_MS)
         self.done.close()
@@ -429,10 +457,12 @@ class _ZmqConsumer(Consumer):
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PULL)
         self.sock.bind(endpoint)
-        self.done = self.ctx.socket(zmq.REQ)
-        self.done.setsockopt(zmq.RCVTIMEO, 2000)
+        self.done = self.ctx.socket(zmq.REP)
+        self.done.setsockopt(zmq.RCVTIMEO, _ZMQ_CONFIRM_WAIT_MS)
         self.done.setsockopt(zmq.LINGER, 1000)
-        self.done.connect(endpoint + "-done")
+        self.done.bind(endpoint + "-done")
+        self.peers = 1
+        """Producers whose close this end confirms (the load generator sets it)."""
         self.recv = self.sock.recv  # type: ignore[method-assign]
 
     def recv_batch(self) -> Sequence[bytes]:
@@ -441,11 +471,12 @@ class _ZmqConsumer(Consumer):
     def close(self) -> None:
         import zmq
 
-        self.done.send(b"")
-        try:
-            self.done.recv()
-        except zmq.Again:
-            pass  # the producer had already given up; nothing more is owed to it
+        for _ in range(self.peers):  # everything is received: confirm to each producer
+            try:
+                self.done.recv()
+                self.done.send(b"")
+            except zmq.Again:
+                break  # a producer that never asked (it failed); nothing more is owed to it
         self.done.close()
         self.sock.close(linger=0)
         self.ctx.term()
@@ -457,6 +488,7 @@ class ZmqDriver(Driver):
     name = "zmq"
     label = "pyzmq PUSH/PULL ipc"
     pin = False
+    max_producers = 64  # PUSH sockets connecting to the consumer's one PULL (fan-in)
     batch_label = "send_multipart / recv_multipart of 256 frames"
 
     def __init__(self) -> None:
@@ -479,6 +511,93 @@ class ZmqDriver(Driver):
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+# ----------------------------------------------------------- synthetic stall ----
+
+
+class _StallProducer(Producer):
+    """Counts the messages it sends and sleeps once, before message `stall_at`."""
+
+    def __init__(self, inner: Producer, stall_at: int, stall_s: float) -> None:
+        self.inner = inner
+        self.stall_at = stall_at
+        self.stall_s = stall_s
+        self.sent = 0
+        if inner.try_send is not None:
+            self.try_send = self._try_send
+
+    def _stall_if_due(self) -> None:
+        if self.sent == self.stall_at:
+            self.stall_at = -1  # once
+            time.sleep(self.stall_s)  # the synthetic stall itself (a GC pause, a page fault storm)
+
+    def _try_send(self, data: bytes) -> bool:
+        self._stall_if_due()
+        assert self.inner.try_send is not None
+        if self.inner.try_send(data):
+            self.sent += 1
+            return True
+        return False
+
+    def send(self, data: bytes) -> None:
+        self._stall_if_due()
+        self.inner.send(data)
+        self.sent += 1
+
+    def send_batch(self, records: list[bytes]) -> None:
+        self._stall_if_due()
+        self.inner.send_batch(records)
+        self.sent += len(records)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class StallDriver(Driver):
+    """A synthetic transport: another driver (default the ring) whose producer stalls once.
+
+    The producer sleeps `stall_ms` before its message number `stall_at` (warm-up
+    included), once per run. At a constant intended rate every message due during the
+    stall is sent late, so a coordinated-omission-corrected histogram shows about
+    rate × stall of delayed samples; a naive one (send time stamped at the actual send)
+    would show one. The harness's own check, usable from an experiment (transport
+    "stall").
+    """
+
+    name = "stall"
+    label = "synthetic stall"
+    buffer = False
+
+    def __init__(self, stall_ms: float = 100.0, stall_at: int = 1000, inner: str = "nanomq-spin") -> None:
+        if stall_ms < 0 or stall_at < 0:
+            raise ValueError(f"stall_ms ({stall_ms}) and stall_at ({stall_at}) must not be negative")
+        self.stall_ms = stall_ms
+        self.stall_at = stall_at
+        self.inner = make_driver(inner)
+        self.pin = self.inner.pin
+        self.batch_label = self.inner.batch_label
+        self.label = f"{self.inner.label} stalling {stall_ms:g} ms once"
+
+    def setup(self, ctx: Any, size: int) -> None:
+        self.inner.setup(ctx, size)
+
+    def producer(self) -> Producer:
+        return _StallProducer(self.inner.producer(), self.stall_at, self.stall_ms / 1000)
+
+    def consumer(self) -> Consumer:
+        return self.inner.consumer()
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "driver": self.name,
+            "stall_ms": self.stall_ms,
+            "stall_at": self.stall_at,
+            "inner": self.inner.params(),
+        }
 
 
 def peer_drivers() -> tuple[list[Driver], list[str]]:
@@ -530,6 +649,14 @@ class CResult:
     dropped: int
     pinned: bool
     histogram: HdrHistogram | None
+    lag: HdrHistogram | None = None
+    """Paced streams with series: the producer's send lag of the measured messages (ns)."""
+    latency_intervals: list[HdrHistogram] | None = None
+    """Paced streams with series: latency per second of the schedule, warm-up included."""
+    lag_intervals: list[HdrHistogram] | None = None
+    """Paced streams with series: send lag per second of the schedule, warm-up included."""
+    start_ns: int | None = None
+    """Paced streams with series: CLOCK_MONOTONIC ns when message 0 was due."""
 
     @property
     def rate(self) -> float:
@@ -554,6 +681,7 @@ def _c_run(
     cpus: tuple[int, int] | None = (0, 1),
     capacity: int = 1 << 20,
     timeout: float = 60.0,
+    intervals: int = 0,
 ) -> CResult:
     if mode not in _MODES:
         raise ValueError(f"mode {mode!r} is not threads or processes")
@@ -576,7 +704,21 @@ def _c_run(
     )
     res = ffi.new("nmq_bench_result *")
     counts = hdr.new_counts() if (kind == "pingpong" or record_latency) else ffi.NULL
-    rc = fn(params, hdr.layout(), counts, res)
+    series: dict[str, Any] = {}
+    if intervals:
+        n = hdr.layout().counts_len
+        series = {
+            "lag": hdr.new_counts(),
+            "lat": ffi.new("uint64_t[]", n * intervals),
+            "lags": ffi.new("uint64_t[]", n * intervals),
+            "t0": ffi.new("int64_t *"),
+        }
+        rc = lib.nmq_bench_stream_series(
+            params, hdr.layout(), counts, series["lag"], series["lat"], series["lags"], intervals,
+            1_000_000_000, series["t0"], res,
+        )  # fmt: skip
+    else:
+        rc = fn(params, hdr.layout(), counts, res)
     if rc < 0:
         message = last_error()
         if rc == lib.NMQ_EINVAL:
@@ -598,7 +740,28 @@ def _c_run(
         dropped=res.dropped,
         pinned=bool(res.pinned),
         histogram=hdr.counts_to_histogram(counts) if counts != ffi.NULL else None,
+        **(_series_results(series, intervals) if series else {}),
     )
+
+
+def _series_results(series: dict[str, Any], intervals: int) -> dict[str, Any]:
+    n = hdr.layout().counts_len
+
+    def split(arr: Any) -> list[HdrHistogram]:
+        return [hdr.counts_to_histogram(ffi.unpack(arr + k * n, n)) for k in range(intervals)]
+
+    return {
+        "lag": hdr.counts_to_histogram(series["lag"]),
+        "latency_intervals": split(series["lat"]),
+        "lag_intervals": split(series["lags"]),
+        "start_ns": int(series["t0"][0]),
+    }
+
+
+def c_series_available() -> bool:
+    """True when the C core counts per-second histograms and send lag of paced streams
+    (nmq_bench_stream_series, csrc/bench.c)."""
+    return hasattr(lib, "nmq_bench_stream_series")
 
 
 def c_pingpong(
@@ -639,12 +802,22 @@ def c_stream(
     cpus: tuple[int, int] | None = (0, 1),
     capacity: int = 1 << 20,
     timeout: float = 60.0,
+    series: bool = False,
 ) -> CResult:
     """C streaming: count + warmup messages pushed `batch` per call and popped; rate = messages/s.
 
     With record_latency (size >= 16) the histogram holds one-way latency from the send
     stamp; with rate > 0 (batch 1) the producer is paced and stamps the intended time.
+    With series (paced only, and c_series_available()) the result also holds the send
+    lag and per-second latency and lag histograms of the whole schedule.
     """
+    intervals = 0
+    if series:
+        if rate <= 0:
+            raise ValueError(f"series need a paced run (rate > 0), not rate {rate}")
+        if not c_series_available():
+            raise NotImplementedError("this build's csrc/bench.c has no nmq_bench_stream_series")
+        intervals = max(1, math.ceil((count + warmup) / rate))
     return _c_run(
         lib.nmq_bench_stream,
         "stream",
@@ -658,4 +831,5 @@ def c_stream(
         cpus=cpus,
         capacity=capacity,
         timeout=timeout,
+        intervals=intervals,
     )

@@ -23,6 +23,8 @@ from typing import Any
 
 __all__ = [
     "BUILTIN_DEFAULTS",
+    "FAN_IN_TRANSPORTS",
+    "MULTI_TRANSPORTS",
     "NANOMQ_TRANSPORTS",
     "PARAMETERS",
     "Experiment",
@@ -65,6 +67,10 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "options": {},
 }
 NANOMQ_TRANSPORTS = frozenset({"ring", "ring_c", "log", "broker"})
+MULTI_TRANSPORTS = frozenset({"broker", "mp_queue", "faster_fifo", "nats", "redis"})
+"""Transports whose drivers take several producer and consumer processes (nanomq.bench.group)."""
+FAN_IN_TRANSPORTS = frozenset({"zmq"})
+"""Transports that take several producers but one consumer."""
 HASH_CHARS = 12
 BATCH_MAX = 256
 _SCHEMA_FILE = "schema.yaml"
@@ -141,6 +147,12 @@ class Point:
             parts.append(f"batch {p['batch_size']}")
         if p["producers"] != 1 or p["consumers"] != 1:
             parts.append(f"{p['producers']}p{p['consumers']}c")
+        if p["transport"] in ("log", "broker"):
+            parts.append(f"fsync={p['fsync']}")
+        elif p["transport"] == "ring" and p["wait"] != "spin":
+            parts.append(p["wait"])
+        if p["options"]:
+            parts.append(json.dumps(p["options"], sort_keys=True, separators=(",", ":")))
         return " ".join(parts)
 
     def runs(self) -> list[Run]:
@@ -288,10 +300,25 @@ def _check_point(params: dict[str, Any], where: str, grid: str) -> None:
     Refused here, at load time, rather than recorded as failures an hour into a sweep.
     """
     t, batch = params["transport"], params["batch_size"]
-    if params["producers"] != 1 or params["consumers"] != 1:
+    if t in FAN_IN_TRANSPORTS and params["consumers"] != 1:
         raise ExperimentError(
-            f"{where}: grid {grid!r}: {params['producers']} producers and {params['consumers']} consumers: "
-            "the load generator runs one of each (the ring is single-producer single-consumer)"
+            f"{where}: grid {grid!r}: {params['consumers']} consumers for transport {t}: its driver takes "
+            f"several producers but one consumer (PUSH sockets into one PULL); use consumers: 1"
+        )
+    if (
+        params["producers"] != 1 or params["consumers"] != 1
+    ) and t not in MULTI_TRANSPORTS | FAN_IN_TRANSPORTS:
+        why = {
+            "ring": "the ring is single-producer single-consumer",
+            "ring_c": "the ring is single-producer single-consumer",
+            "stall": "the ring is single-producer single-consumer",
+            "log": "a log has one writer (it takes an exclusive lock)",
+        }.get(t, "its driver runs one of each")
+        raise ExperimentError(
+            f"{where}: grid {grid!r}: {params['producers']} producers and {params['consumers']} consumers "
+            f"for transport {t}: {why}; use producers: 1 and consumers: 1 "
+            f"(several run on {', '.join(sorted(MULTI_TRANSPORTS))}; several producers on "
+            f"{', '.join(sorted(FAN_IN_TRANSPORTS))})"
         )
     if params["rate"] != "max" and batch != 1:
         raise ExperimentError(

@@ -84,6 +84,8 @@ class ThroughputResult:
     seq_errors: int = 0
     elapsed_ns: int = 0
     pinned: bool = False
+    begin_ns: int | None = None
+    """CLOCK_MONOTONIC ns when the measured window began (the consumer's end of warm-up)."""
 
     @property
     def rate(self) -> float:
@@ -404,6 +406,7 @@ def _tp_consumer(end: Consumer, *, count: int, warmup: int, size: int, mode: str
         "ended": ended,
         "measured": got - at_begin,
         "elapsed_ns": t_end - t_begin,
+        "begin_ns": t_begin,
     }
 
 
@@ -453,6 +456,7 @@ def run_throughput(
     res.measured = cons.get("measured", 0)
     res.seq_errors = cons.get("seq_errors", 0)
     res.elapsed_ns = cons.get("elapsed_ns", 0)
+    res.begin_ns = cons.get("begin_ns")
     res.pinned = bool(prod.get("pinned")) and bool(cons.get("pinned"))
     if not res.reasons:
         if res.received != count + warmup:

@@ -43,6 +43,7 @@ TRANSPORT_NAMES = {
     "zmq": "pyzmq (ipc)",
     "nats": "NATS",
     "redis": "Redis pub/sub",
+    "stall": "synthetic stall",
 }
 _ORDER = list(TRANSPORT_NAMES)
 _COLORS = {
@@ -55,6 +56,7 @@ _COLORS = {
     "zmq": "#8c564b",
     "nats": "#e377c2",
     "redis": "#7f7f7f",
+    "stall": "#bcbd22",
 }
 PCTS = (("p50", "P50"), ("p99", "P99"), ("p999", "P99.9"), ("max", "max"))
 

@@ -17,6 +17,7 @@ exception: the job fails loudly instead of recording a result.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -71,6 +72,20 @@ def make_driver(params: dict[str, Any]) -> Any:
     try:
         if transport == "ring":
             driver = drivers.RingDriver(wait=params["wait"], **opts)
+        elif transport in ("log", "broker"):
+            from nanomq.bench import nanomq_drivers
+
+            if transport == "log":
+                missing = nanomq_drivers.log_unavailable()
+                make: Any = nanomq_drivers.LogDriver
+            else:
+                missing = nanomq_drivers.broker_unavailable()
+                make = nanomq_drivers.BrokerDriver
+            if missing:
+                raise TransportUnavailable(missing)
+            driver = make(fsync=params.get("fsync", "never"), **opts)
+        elif transport == "stall":
+            driver = drivers.StallDriver(**opts)
         elif transport == "mp_queue":
             driver = drivers.MpQueueDriver(**opts)
         elif transport == "faster_fifo":
@@ -123,8 +138,15 @@ def _throughput(params: dict[str, Any], driver: Any, sampler: ProcessSampler) ->
     # hold the whole sweep for loadgen's default five minutes
     kw = {"size": size, "mode": mode, "timeout": 30 + 10 * (params["duration_s"] + params["warmup_s"])}
 
+    from nanomq.bench import group
+
+    several = _group(params)
+    run_throughput = (
+        functools.partial(group.run_throughput_group, **several) if several else loadgen.run_throughput
+    )
+
     def probe(n: int) -> tuple[float, float]:
-        r = loadgen.run_throughput(driver, count=n, warmup=n // 10, **kw)
+        r = run_throughput(driver, count=n, warmup=n // 10, **kw)
         if r.status != OK:
             raise _ProbeFailed("; ".join(r.reasons))
         return r.rate, r.elapsed_ns / 1e9
@@ -137,7 +159,8 @@ def _throughput(params: dict[str, Any], driver: Any, sampler: ProcessSampler) ->
     rate_guess = count / params["duration_s"]
     warmup = max(1000, int(rate_guess * params["warmup_s"]))
     sampler.reset()  # CPU and memory of the measurement, not of the calibration probes
-    res = loadgen.run_throughput(driver, count=count, warmup=warmup, **kw)
+    res = run_throughput(driver, count=count, warmup=warmup, **kw)
+    expected = res.params.get("expected", res.sent)
     return {
         "status": res.status,
         "reasons": list(res.reasons),
@@ -148,8 +171,9 @@ def _throughput(params: dict[str, Any], driver: Any, sampler: ProcessSampler) ->
             "measured": res.measured,
             "warmup": warmup,
             "seq_errors": res.seq_errors,
-            "lost": max(0, res.sent - res.received),
-            "duplicated": max(0, res.received - res.sent),
+            "expected": expected,
+            "lost": max(0, expected - res.received),
+            "duplicated": max(0, res.received - expected),
         },
         "measured_s": res.elapsed_ns / 1e9,
         "latency": None,
@@ -168,15 +192,18 @@ def _throughput(params: dict[str, Any], driver: Any, sampler: ProcessSampler) ->
 
 
 def _latency(params: dict[str, Any], driver: Any) -> dict[str, Any]:
-    from nanomq.bench import loadgen
+    from nanomq.bench import group, loadgen
 
-    res = loadgen.run_latency(
+    several = _group(params)
+    run_latency = functools.partial(group.run_latency_group, **several) if several else loadgen.run_latency
+    res = run_latency(
         driver,
         rate=float(params["rate"]),
         duration=float(params["duration_s"]),
         warmup=float(params["warmup_s"]),
         size=params["message_size"],
     )
+    expected = res.params.get("expected", res.sent)
     return {
         "status": res.status,
         "reasons": list(res.reasons),
@@ -188,8 +215,9 @@ def _latency(params: dict[str, Any], driver: Any) -> dict[str, Any]:
             "measured": res.measured,
             "warmup": res.warmup_messages,
             "seq_errors": res.seq_errors,
-            "lost": max(0, res.sent - res.received),
-            "duplicated": max(0, res.received - res.sent),
+            "expected": expected,
+            "lost": max(0, expected - res.received),
+            "duplicated": max(0, res.received - expected),
         },
         "measured_s": float(params["duration_s"]),
         "latency": res.latency,
@@ -243,10 +271,18 @@ def _c_loops(params: dict[str, Any], sampler: ProcessSampler) -> dict[str, Any]:
         count = max(2, int(rate * params["duration_s"]))
         warmup = int(rate * params["warmup_s"])
         timeout = params["duration_s"] + params["warmup_s"] + 60
+        series = drivers.c_series_available()
         r = drivers.c_stream(
-            count=count, warmup=warmup, batch=1, record_latency=True, rate=rate, timeout=timeout, **base
+            count=count,
+            warmup=warmup,
+            batch=1,
+            record_latency=True,
+            rate=rate,
+            timeout=timeout,
+            series=series,
+            **base,
         )
-        kind = {"kind": "c_stream", "rate": rate}
+        kind = {"kind": "c_stream", "rate": rate, "series": series}
     sent = count + warmup
     reasons = []
     if r.seq_errors:
@@ -267,8 +303,10 @@ def _c_loops(params: dict[str, Any], sampler: ProcessSampler) -> dict[str, Any]:
         "measured_s": r.elapsed_ns / 1e9,
         "latency": r.histogram,
         "latency_dropped": r.dropped,
-        "latency_intervals": None,
-        "send_lag": None,
+        "latency_intervals": r.latency_intervals,
+        "send_lag": r.lag,
+        "send_lag_intervals": r.lag_intervals,
+        "schedule_start_ns": r.start_ns,
         "pinned": r.pinned,
         "loadgen": {**kind, "count": count, "warmup": warmup, "batch": batch, "mode": "processes"},
     }
@@ -276,6 +314,12 @@ def _c_loops(params: dict[str, Any], sampler: ProcessSampler) -> dict[str, Any]:
 
 class _ProbeFailed(RuntimeError):
     pass
+
+
+def _group(params: dict[str, Any]) -> dict[str, int] | None:
+    """Producer and consumer counts of a point with more than one of either (run by nanomq.bench.group)."""
+    p, c = int(params.get("producers", 1)), int(params.get("consumers", 1))
+    return {"producers": p, "consumers": c} if (p, c) != (1, 1) else None
 
 
 # --------------------------------------------------------------------- hlog ----
@@ -378,10 +422,23 @@ def run(spec: dict[str, Any], out_dir: str | Path, *, quiet: bool = False) -> di
     except TransportUnavailable as exc:
         record["status"], record["reason"] = SKIPPED, str(exc)
         return _finish(record, out, t0, quiet)
+    if driver is None and params["rate"] == "max":
+        record["notes"].append(
+            "ring_c closed loop: one histogram for the measured window (one .hlog interval)"
+        )
+    elif driver is None and not _c_series():
+        record["notes"].append(
+            "ring_c: one histogram for the measured window (the .hlog has one interval) and no send lag: "
+            "this build's csrc/bench.c has no nmq_bench_stream_series"
+        )
     ignored = _ignored_parameters(params)
     if ignored:
         record["notes"].append(f"{params['transport']} does not use: {', '.join(ignored)}")
-    if driver is not None and params.get("pin", True) and not driver.pin:
+    if _group(params) and params.get("pin", True):
+        record["notes"].append(
+            "several producers or consumers run unpinned (more processes than CPUs to pin)"
+        )
+    elif driver is not None and params.get("pin", True) and not driver.pin:
         record["notes"].append(f"{params['transport']} runs unpinned: its driver must not be pinned")
     with ProcessSampler() as sampler, _Ticker(spec["run_id"], params["duration_s"] + params["warmup_s"]):
         try:
@@ -448,6 +505,12 @@ def run(spec: dict[str, Any], out_dir: str | Path, *, quiet: bool = False) -> di
         record[metric] = metric_summary(h, hlog=fname, dropped=m.get(f"{metric}_dropped", 0))
         record[metric]["intervals"] = how
     return _finish(record, out, t0, quiet)
+
+
+def _c_series() -> bool:
+    from nanomq.bench import drivers
+
+    return drivers.c_series_available()
 
 
 def _ignored_parameters(params: dict[str, Any]) -> list[str]:
