@@ -34,3 +34,20 @@ def new_ring_name() -> Iterator[Callable[[], str]]:
 def ring_name(new_ring_name: Callable[[], str]) -> str:
     """One unique ring name, unlinked at teardown."""
     return new_ring_name()
+
+
+# ------------------------------------------------------------ the broker ----
+
+
+@pytest.fixture
+def broker(tmp_path: os.PathLike[str]) -> Iterator[object]:
+    """A real `nanomq broker` subprocess on an ephemeral 127.0.0.1 port with a temporary data
+    dir (`.address` is "127.0.0.1:PORT", `.data_dir`, `.pid`); stopped with SIGTERM at teardown.
+    For other options, build `tests.broker_util.BrokerProcess(data_dir, *args)` directly."""
+    from broker_util import BrokerProcess  # tests/broker_util.py (tests/ is on sys.path)
+
+    proc = BrokerProcess(os.path.join(tmp_path, "nanomq-data"))
+    try:
+        yield proc
+    finally:
+        proc.stop()

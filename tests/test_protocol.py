@@ -1,0 +1,284 @@
+"""nanomq.protocol: every frame round-trips; malformed frames and names are refused with a reason."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanomq import protocol as P
+from nanomq import record
+from nanomq.errors import InvalidTopicNameError, NanoMQError, ProtocolError
+
+
+def one(data: bytes, max_frame: int = P.DEFAULT_MAX_FRAME) -> P.Frame:
+    frames = P.FrameDecoder(max_frame).feed(data)
+    assert len(frames) == 1
+    return frames[0]
+
+
+def test_header_layout_is_sixteen_bytes_little_endian() -> None:
+    data = P.encode_frame(P.Opcode.PING, 0x01020304, b"xyz")
+    assert data[:16] == b"NQ" + bytes([1, P.Opcode.PING]) + b"\0\0\0\0" + bytes([4, 3, 2, 1]) + bytes(
+        [3, 0, 0, 0]
+    )
+    assert data[16:] == b"xyz"
+
+
+ROUND_TRIPS = [
+    (lambda c: P.encode_hello(c, "cli", b"secret"), P.parse_hello, P.Hello("cli", b"secret")),
+    (lambda c: P.encode_hello(c, "", None), P.parse_hello, P.Hello("", None)),
+    (lambda c: P.encode_hello(c, "x", b""), P.parse_hello, P.Hello("x", b"")),
+    (
+        lambda c: P.encode_welcome(c, P.Welcome("1.2", 1 << 20, 65536, 100, 0)),
+        P.parse_welcome,
+        P.Welcome("1.2", 1 << 20, 65536, 100, 0),
+    ),
+    (
+        lambda c: P.encode_error(c, P.ErrorCode.UNKNOWN_TOPIC, "nope é"),
+        P.parse_error,
+        P.ErrorReply(P.ErrorCode.UNKNOWN_TOPIC, "nope é"),
+    ),
+    (lambda c: P.encode_publish_ack(c, 3, 10, 2**40), P.parse_publish_ack, P.PublishAck(3, 10, 2**40)),
+    (lambda c: P.encode_fetch(c, "t", 2, 99, 4096, 250), P.parse_fetch, P.Fetch("t", 2, 99, 4096, 250)),
+    (
+        lambda c: P.encode_subscribe(c, "t", 1, P.Start.EARLIEST, 1000, 500, "g"),
+        P.parse_subscribe,
+        P.Subscribe("t", 1, -2, 1000, 500, "g"),
+    ),
+    (lambda c: P.encode_subscribed(c, 7, 1, 5, 9), P.parse_subscribed, P.Subscribed(7, 1, 5, 9)),
+    (lambda c: P.encode_credit(c, 7, 12345), P.parse_credit, P.Credit(7, 12345)),
+    (lambda c: P.encode_unsubscribe(c, 7), P.parse_unsubscribe, 7),
+    (
+        lambda c: P.encode_join(c, "g", "t", "m-1", 5000, P.Strategy.ROUND_ROBIN),
+        P.parse_join,
+        P.Join("g", "t", "m-1", 5000, P.Strategy.ROUND_ROBIN),
+    ),
+    (
+        lambda c: P.encode_assignment(c, P.Assignment("m", 4, 5000, 1666, (0, 2, 4))),
+        P.parse_assignment,
+        P.Assignment("m", 4, 5000, 1666, (0, 2, 4)),
+    ),
+    (lambda c: P.encode_heartbeat(c, "g", "m", 4), P.parse_heartbeat, P.Heartbeat("g", "m", 4)),
+    (lambda c: P.encode_heartbeat_ok(c, 5), P.parse_heartbeat_ok, 5),
+    (lambda c: P.encode_leave(c, "g", "m"), P.parse_leave, P.Leave("g", "m")),
+    (lambda c: P.encode_rebalance("g", 9), P.parse_rebalance, P.Rebalance("g", 9)),
+    (
+        lambda c: P.encode_commit(c, "g", "t", {0: 5, 3: 7}, "m", 2),
+        P.parse_commit,
+        P.Commit("g", "t", "m", 2, ((0, 5), (3, 7))),
+    ),
+    (lambda c: P.encode_offsets(c, "t", "g"), P.parse_offsets, P.OffsetsRequest("g", "t")),
+    (
+        lambda c: P.encode_offsets_result(c, [P.PartitionOffsets(0, 1, 9, -1, 123)]),
+        P.parse_offsets_result,
+        [P.PartitionOffsets(0, 1, 9, -1, 123)],
+    ),
+    (lambda c: P.encode_time_offset(c, "t", 1, -5), P.parse_time_offset, P.TimeOffset("t", 1, -5)),
+    (lambda c: P.encode_time_offset_result(c, 1, 77), P.parse_time_offset_result, (1, 77)),
+    (lambda c: P.encode_create_topic(c, "t", 6), P.parse_create_topic, P.CreateTopic("t", 6)),
+    (lambda c: P.encode_delete_topic(c, "t"), P.parse_delete_topic, "t"),
+    (lambda c: P.encode_describe_topic(c, "t"), P.parse_describe_topic, "t"),
+    (lambda c: P.encode_describe_group(c, "g"), P.parse_describe_group, "g"),
+    (lambda c: P.encode_info(c, {"a": [1, "x"]}), P.parse_info, {"a": [1, "x"]}),
+]
+
+
+@pytest.mark.parametrize("encode,parse,expected", ROUND_TRIPS)
+def test_every_frame_round_trips(encode, parse, expected) -> None:  # type: ignore[no-untyped-def]
+    frame = one(encode(4242 if parse is not P.parse_rebalance else 0))
+    assert parse(frame) == expected
+    assert frame.correlation_id == (4242 if parse is not P.parse_rebalance else 0)
+
+
+@pytest.mark.parametrize(
+    "opcode", [P.Opcode.LIST_TOPICS, P.Opcode.LIST_GROUPS, P.Opcode.STATS, P.Opcode.PING]
+)
+def test_empty_requests_round_trip(opcode: P.Opcode) -> None:
+    enc = {
+        P.Opcode.LIST_TOPICS: P.encode_list_topics,
+        P.Opcode.LIST_GROUPS: P.encode_list_groups,
+        P.Opcode.STATS: P.encode_stats,
+        P.Opcode.PING: P.encode_ping,
+    }[opcode]
+    frame = one(enc(3))
+    P.parse_empty(frame, opcode)
+    with pytest.raises(ProtocolError):
+        P.parse_empty(P.Frame(opcode, 3, b"x"), opcode)
+
+
+def test_publish_carries_the_batch_unchanged() -> None:
+    batch = record.encode_batch([b"a", b"bb", b"c" * 100], [b"k", None, b""], codec=record.Codec.ZSTD)
+    frame = one(P.encode_publish(9, "orders", -1, P.Acks.ALL, batch, key=b"k"))
+    pub = P.parse_publish(frame)
+    assert (pub.topic, pub.partition, pub.acks, pub.key) == ("orders", -1, P.Acks.ALL, b"k")
+    assert bytes(pub.batch) == batch
+    assert [r.value for r in record.decode_batch(bytes(pub.batch))] == [b"a", b"bb", b"c" * 100]
+    assert len(P.encode_publish(9, "orders", 0, 1, batch)) == P.PUBLISH_OVERHEAD + len("orders") + len(batch)
+
+
+def test_records_frames_put_records_at_an_eight_aligned_offset() -> None:
+    batch = record.encode_batch([b"x", b"y"], first_offset=10)
+    data = P.encode_records(P.Opcode.DELIVER, 0, 5, 2, 10, 12, 20, batch)
+    assert data[P.RECORDS_OVERHEAD :] == batch and P.RECORDS_OVERHEAD % 8 == 0
+    r = P.parse_records(one(data))
+    assert (r.subscription, r.partition, r.first_offset, r.next_offset, r.end_offset) == (5, 2, 10, 12, 20)
+    assert bytes(r.records) == batch
+
+
+def test_decoder_handles_any_split_of_the_stream() -> None:
+    frames = [P.encode_fetch(i, f"t{i}", i, i * 3) for i in range(50)]
+    stream = b"".join(frames)
+    rnd = random.Random(7)
+    for _ in range(20):
+        dec = P.FrameDecoder()
+        got: list[P.Frame] = []
+        pos = 0
+        while pos < len(stream):
+            n = rnd.randint(1, 40)
+            got.extend(dec.feed(stream[pos : pos + n]))
+            pos += n
+        assert [P.parse_fetch(f).topic for f in got] == [f"t{i}" for i in range(50)]
+        assert dec.buffered == 0
+
+
+@pytest.mark.parametrize("length", [P.DEFAULT_MAX_FRAME - 16 + 1, 2**32 - 1, 2**31])
+def test_oversized_length_is_refused_from_the_header_alone(length: int) -> None:
+    dec = P.FrameDecoder()
+    header = struct.pack("<2sBBHHII", b"NQ", 1, P.Opcode.PUBLISH, 0, 0, 77, length)
+    with pytest.raises(ProtocolError) as e:
+        dec.feed(header)  # no body at all: the limit is known from the header
+    assert e.value.code == P.ErrorCode.FRAME_TOO_LARGE
+    assert e.value.correlation_id == 77
+    assert str(P.DEFAULT_MAX_FRAME) in str(e.value)
+
+
+def test_frame_exactly_at_the_limit_is_accepted() -> None:
+    dec = P.FrameDecoder(max_frame=1000)
+    data = P.encode_frame(P.Opcode.INFO, 1, b"x" * (1000 - 16))
+    assert dec.feed(data)[0].body == b"x" * 984
+
+
+@pytest.mark.parametrize(
+    "header,code",
+    [
+        (struct.pack("<2sBBHHII", b"XX", 1, 5, 0, 0, 1, 0), P.ErrorCode.INVALID_FRAME),
+        (struct.pack("<2sBBHHII", b"NQ", 2, 5, 0, 0, 1, 0), P.ErrorCode.UNSUPPORTED_VERSION),
+        (struct.pack("<2sBBHHII", b"NQ", 0, 5, 0, 0, 1, 0), P.ErrorCode.UNSUPPORTED_VERSION),
+        (struct.pack("<2sBBHHII", b"NQ", 1, 5, 1, 0, 1, 0), P.ErrorCode.INVALID_FRAME),
+        (struct.pack("<2sBBHHII", b"NQ", 1, 5, 0, 9, 1, 0), P.ErrorCode.INVALID_FRAME),
+    ],
+)
+def test_bad_headers_are_refused_with_their_code(header: bytes, code: P.ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as e:
+        P.FrameDecoder().feed(header)
+    assert e.value.code == code
+    assert isinstance(e.value, NanoMQError) and isinstance(e.value, ValueError)
+
+
+def test_unknown_opcodes_decode_as_plain_ints() -> None:
+    frame = one(P.encode_frame(0xEE, 1, b""))
+    assert frame.opcode == 0xEE and not isinstance(frame.opcode, P.Opcode)
+
+
+@pytest.mark.parametrize("encode,parse,_", ROUND_TRIPS)
+def test_truncated_and_padded_bodies_are_invalid_frames(encode, parse, _) -> None:  # type: ignore[no-untyped-def]
+    frame = one(encode(1))
+    if parse is P.parse_info:
+        bodies = [frame.body[:-1], b"[1]"]
+    else:
+        bodies = [frame.body[:-1], frame.body + b"\0"] if frame.body else [b"\0"]
+    for body in bodies:
+        with pytest.raises(ProtocolError) as e:
+            parse(P.Frame(frame.opcode, 1, body))
+        assert e.value.code in (P.ErrorCode.INVALID_FRAME, P.ErrorCode.INVALID_REQUEST)
+
+
+def test_parsers_refuse_the_wrong_opcode() -> None:
+    with pytest.raises(ProtocolError, match="expected a WELCOME"):
+        P.parse_welcome(one(P.encode_pong(1)))
+
+
+def test_field_values_out_of_range_are_invalid() -> None:
+    batch = record.encode(b"x")
+    frame = one(P.encode_publish(1, "t", 0, 7, batch))
+    with pytest.raises(ProtocolError) as e:
+        P.parse_publish(frame)
+    assert e.value.code == P.ErrorCode.INVALID_REQUEST and "acks level 7" in str(e.value)
+    with pytest.raises(ProtocolError):
+        P.parse_join(one(P.encode_join(1, "g", "t", "", 5000, 9)))
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        P.parse_fetch(P.Frame(P.Opcode.FETCH, 1, b"\x02\x00\xff\xfe" + bytes(20)))
+
+
+def test_error_codes_say_whether_they_close_the_connection() -> None:
+    assert P.ErrorCode.INVALID_FRAME.fatal and P.ErrorCode.NOT_AUTHORIZED.fatal
+    assert not P.ErrorCode.UNKNOWN_TOPIC.fatal and not P.ErrorCode.STORAGE_ERROR.fatal
+
+
+VALID = ["a", "A-b_c.d", "0", "x" * 249, "..a", "a..", ".hidden", "-", "_"]
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid_topic_names(name: str) -> None:
+    assert P.validate_topic_name(name) == name
+
+
+HOSTILE = [
+    "",
+    ".",
+    "..",
+    "a/b",
+    "/etc",
+    "../x",
+    "a\0b",
+    "x" * 250,
+    "a b",
+    "a\\b",
+    "é",
+    "a\nb",
+    "*",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_invalid_topic_names_say_why(name: str) -> None:
+    with pytest.raises(InvalidTopicNameError) as e:
+        P.validate_topic_name(name)
+    assert "topic name" in str(e.value) and e.value.reason
+    assert isinstance(e.value, ValueError)
+
+
+def test_topic_name_must_be_a_str() -> None:
+    with pytest.raises(InvalidTopicNameError, match="must be a str"):
+        P.validate_topic_name(b"abc")
+
+
+def test_long_name_message_names_the_limit() -> None:
+    with pytest.raises(InvalidTopicNameError, match="250 characters long, the limit is 249"):
+        P.validate_topic_name("y" * 250)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decoder_and_parsers_never_fail_other_than_protocol_error(data: bytes) -> None:
+    dec = P.FrameDecoder(max_frame=4096)
+    try:
+        frames = dec.feed(P.encode_header(P.Opcode.PUBLISH, 1, len(data)) + data)
+    except ProtocolError:
+        return
+    for parse in (
+        P.parse_publish,
+        P.parse_fetch,
+        P.parse_subscribe,
+        P.parse_commit,
+        P.parse_join,
+        P.parse_hello,
+    ):
+        try:
+            parse(frames[0])
+        except ProtocolError:
+            pass
