@@ -371,7 +371,7 @@ class Connection(asyncio.Protocol):
                 P.ErrorCode.BATCH_TOO_LARGE,
                 f"batch of {info.count} records exceeds the limit of {b.config.max_batch} records",
             )
-        first, _nxt = part.log.append_encoded(batch, sync=False)
+        first, _nxt = part.log.append_encoded(batch, sync=False, validated=True)
         b.metrics.messages_in[topic.name] += info.count
         b.metrics.bytes_in[topic.name] += info.nbytes
         part.notify()
