@@ -35,3 +35,19 @@ def test_readme_log_example_runs_as_printed(tmp_path: Path, monkeypatch) -> None
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})  # the asserts inside check the results
     assert sorted(p.name for p in (tmp_path / "data" / "orders-0").glob("*.log")) == [f"{0:020d}.log"]
+
+
+def test_readme_broker_example_runs_as_printed(tmp_path: Path) -> None:
+    from broker_util import BrokerProcess  # tests/broker_util.py
+
+    text = (ROOT / "README.md").read_text()
+    shell = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "nanomq broker" in b)
+    args = shell.split("#")[0].split()
+    assert args[:2] == ["nanomq", "broker"]
+    options = [a for a in args[2:] if a.startswith("--auto")]  # port and data dir are the test's own
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "Publisher" in b)
+    broker = BrokerProcess(tmp_path / "nanomq-data", *options)
+    try:
+        exec(compile(block.replace("127.0.0.1:9000", broker.address), "README.md", "exec"), {})
+    finally:
+        broker.stop()
