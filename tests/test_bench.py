@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nanomq.bench import drivers, hdr, loadgen
+from nanomq.bench import drivers, hdr, loadgen, procs, tables
 from nanomq.bench import ring as ring_bench
 from nanomq.cli import main
 
@@ -184,3 +184,50 @@ def test_loadgen_refuses_messages_too_small_for_the_header() -> None:
         loadgen.run_throughput(drivers.MpQueueDriver(), size=8, count=10)
     with pytest.raises(ValueError, match="no buffer mode"):
         loadgen.run_throughput(drivers.MpQueueDriver(), count=10, mode="buffer")
+
+
+def test_targets_are_judged_pass_miss_failed_or_not_measured() -> None:
+    targets = {
+        "fast": (100.0, True, "at least 100"),
+        "small": (5.0, False, "at most 5"),
+        "slow": (100.0, True, "at least 100, missed"),
+        "broken": (1.0, True, "its run failed"),
+        "absent": (1.0, False, "not measured"),
+    }
+    measured = {"fast": 100.0, "small": 5.0, "slow": 99.9, "broken": 7.0, "absent": None}
+    verdicts = tables.judge(targets, measured, failed={"broken"})
+    assert [v["key"] for v in verdicts] == list(targets)
+    assert [v["verdict"] for v in verdicts] == ["PASS", "PASS", "MISS", "FAILED", "n/a"]
+    assert verdicts[2] == {
+        "key": "slow",
+        "what": "at least 100, missed",
+        "measured": 99.9,
+        "target": 100.0,
+        "at_least": True,
+        "verdict": "MISS",
+    }
+    lines = tables.targets_table("t", verdicts, lambda _k, v: f"{v:g}", lambda _k, v: f"{v:g}")
+    assert lines[:2] == ["", "t"] and lines[2].split() == ["target", "measured", "goal", "verdict"]
+    assert lines[-1].split()[-4:] == ["—", "≤", "1", "n/a"] and "≥ 100" in lines[4]
+
+
+def test_a_server_that_ignores_sigterm_is_killed_and_its_log_tail_quoted(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    with proc:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # SIGTERM is ignored from here
+        procs.stop_server(proc, wait_s=0.2)
+        assert proc.returncode == -signal.SIGKILL
+    log = tmp_path / "server.log"
+    log.write_text("x" * 600 + "last words\n")
+    assert procs.log_tail(log) == "x" * 489 + "last words"  # the last 500 characters, stripped
+    log.write_text("")
+    assert procs.log_tail(log) == "(no output)"
+    assert procs.log_tail(tmp_path / "missing.log") == "(no log)"

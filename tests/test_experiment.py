@@ -19,6 +19,8 @@ from nanomq.bench.experiment import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DEV_TRANSPORTS = {"ring", "ring_c", "log", "broker", "mp_queue", "faster_fifo", "zmq"}
+"""The transports that need nothing beyond the dev install."""
 
 
 def parse(text: str):
@@ -52,15 +54,7 @@ def test_shipped_experiments_are_valid_and_expand(name):
 
 def test_default_experiment_needs_only_the_dev_install():
     exp = load_experiment(ROOT / "experiments" / "default.yaml")
-    assert {p.transport for p in exp.points} <= {
-        "ring",
-        "ring_c",
-        "log",
-        "broker",
-        "mp_queue",
-        "faster_fifo",
-        "zmq",
-    }
+    assert {p.transport for p in exp.points} <= DEV_TRANSPORTS
 
 
 def test_a_misspelt_key_in_a_grid_is_refused_by_name():
@@ -179,18 +173,7 @@ def test_the_schema_lists_exactly_the_transports_the_runner_drives():
 
     schema = yaml.safe_load(schema_path().read_text())
     listed = set(schema["$defs"]["transport"]["enum"])
-    assert listed == {
-        "ring",
-        "ring_c",
-        "log",
-        "broker",
-        "mp_queue",
-        "faster_fifo",
-        "zmq",
-        "nats",
-        "redis",
-        "stall",
-    }
+    assert listed == DEV_TRANSPORTS | {"nats", "redis", "stall"}
     for transport in listed - {"ring_c"}:
         params = {"transport": transport, "wait": "spin", "options": {}, "pin": True}
         try:

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from nanomq.bench import envinfo
+from nanomq.bench import envinfo, tables
 from nanomq.bench.drivers import Driver
 from nanomq.bench.loadgen import LatencyResult, ThroughputResult, run_latency, run_throughput
 
@@ -48,6 +46,7 @@ SIZE = 64
 LATENCY_RATE = 10_000
 LOW_RATE = 1_000
 CPU_RATE = 100_000
+_LATENCY_SECTIONS = (("latency", LATENCY_RATE), ("latency_1k", LOW_RATE))
 
 TARGETS: dict[str, tuple[float, bool, str]] = {
     "acks1_msgs_per_s": (1e6, True, "batched publish, acks=1, delivered (msg/s)"),
@@ -288,22 +287,15 @@ def measure(
                         run_throughput(drv, size=SIZE, count=count, mode="batch", timeout=300)
                     )
                 )
-        if "latency" in sections:
-            say(f"{system}: end to end at {LATENCY_RATE:,} msg/s")
-            drv = _driver(system, "latency")
-            out["latency"][system] = _guard(
-                lambda drv=drv: _lat(
-                    run_latency(drv, rate=LATENCY_RATE, duration=plan.duration, warmup=plan.warmup, size=SIZE)
+        for key, rate in _LATENCY_SECTIONS:
+            if key in sections:
+                say(f"{system}: end to end at {rate:,} msg/s")
+                drv = _driver(system, "latency")
+                out[key][system] = _guard(
+                    lambda drv=drv, rate=rate: _lat(
+                        run_latency(drv, rate=rate, duration=plan.duration, warmup=plan.warmup, size=SIZE)
+                    )
                 )
-            )
-        if "latency_1k" in sections:
-            say(f"{system}: end to end at {LOW_RATE:,} msg/s")
-            drv = _driver(system, "latency")
-            out["latency_1k"][system] = _guard(
-                lambda drv=drv: _lat(
-                    run_latency(drv, rate=LOW_RATE, duration=plan.duration, warmup=plan.warmup, size=SIZE)
-                )
-            )
         if "idle" in sections:
             say(f"{system}: server RSS at idle")
             out["idle"][system] = _guard(lambda system=system: idle_rss(_driver(system, "idle")))
@@ -376,56 +368,13 @@ def _verdicts(out: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         "p99_us": (lat, pct["p99"] / 1000 if pct else None),
         "idle_rss_mb": (idle, (idle or {}).get("rss_mb")),
     }
-    verdicts = []
-    for key, (target, at_least, what) in TARGETS.items():
-        source, value = measured[key]
-        if source is not None and source.get("status") != "OK":
-            verdict = "FAILED"
-        elif value is None:
-            verdict = "n/a"
-        else:
-            verdict = "PASS" if (value >= target if at_least else value <= target) else "MISS"
-        verdicts.append(
-            {
-                "key": key,
-                "what": what,
-                "measured": value,
-                "target": target,
-                "at_least": at_least,
-                "verdict": verdict,
-            }
-        )
-    return verdicts
+    failed = {
+        key for key, (source, _) in measured.items() if source is not None and source.get("status") != "OK"
+    }
+    return tables.judge(TARGETS, {key: value for key, (_, value) in measured.items()}, failed)
 
 
 # ------------------------------------------------------------------- printing ----
-
-
-def _rate(v: float | None) -> str:
-    if v is None:
-        return "—"
-    for scale, suffix in ((1e6, " M/s"), (1e3, " k/s")):
-        if v >= scale:
-            return f"{v / scale:.2f}{suffix}"
-    return f"{v:.0f} /s"
-
-
-def _us(ns: float | None) -> str:
-    return "—" if ns is None else f"{ns / 1000:.1f} µs"
-
-
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    if not rows:
-        return ["", title, "(nothing measured)"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = ["", title, line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return out
-
-
-def _ratio(ours: float | None, theirs: float | None) -> str:
-    return "—" if not ours or not theirs else f"{ours / theirs:.2f}×"
 
 
 _NAMES = {"nanomq": "NanoMQ broker", "nats": "NATS core", "redis": "Redis pub/sub"}
@@ -444,23 +393,20 @@ def _latency_table(section: dict[str, Any], rate: int, status: Callable[[dict[st
     rows = []
     for system, e in section.items():
         p = e.get("latency_ns") or {}
-        ratio = (
-            ""
-            if system == "nanomq"
-            else f"{_ratio(ours_lat.get('p50'), p.get('p50'))} / {_ratio(ours_lat.get('p99'), p.get('p99'))}"
-        )
+        pair = (tables.ratio(ours_lat.get(k), p.get(k)) for k in ("p50", "p99"))
+        ratio = "" if system == "nanomq" else " / ".join(pair)
         rows.append(
             [
                 _NAMES[system],
-                _us(p.get("p50")),
-                _us(p.get("p99")),
-                _us(p.get("p99.9")),
-                _rate(e.get("achieved_rate")),
+                tables.fmt_us(p.get("p50")),
+                tables.fmt_us(p.get("p99")),
+                tables.fmt_us(p.get("p99.9")),
+                tables.fmt_rate(e.get("achieved_rate")),
                 ratio,
                 status(e),
             ]
         )
-    return _table(
+    return tables.table(
         f"end to end at {rate:,} msg/s, open loop from the intended send time",
         [
             "system",
@@ -491,22 +437,22 @@ def format_report(res: dict[str, Any]) -> str:
         rows.append(
             [
                 _NAMES[system],
-                _rate(e.get("msgs_per_s")),
-                _ratio(ours_tp, e.get("msgs_per_s")) if system != "nanomq" else "",
+                tables.fmt_rate(e.get("msgs_per_s")),
+                tables.ratio(ours_tp, e.get("msgs_per_s")) if system != "nanomq" else "",
                 status(e),
             ]
         )
     ours_durable = (secs.get("durable", {}).get("nanomq") or {}).get("msgs_per_s")
     for system, e in secs.get("durable", {}).items():
-        ratio = "" if system == "nanomq" else _ratio(ours_durable, e.get("msgs_per_s"))
-        rows.append([_DURABLE_NAMES[system], _rate(e.get("msgs_per_s")), ratio, status(e)])
-    lines += _table(
+        ratio = "" if system == "nanomq" else tables.ratio(ours_durable, e.get("msgs_per_s"))
+        rows.append([_DURABLE_NAMES[system], tables.fmt_rate(e.get("msgs_per_s")), ratio, status(e)])
+    lines += tables.table(
         "batched publish delivered to a subscriber (closed loop)",
         ["system", "msg/s", "NanoMQ ÷ it", "status"],
         rows,
     )
 
-    for key, rate in (("latency", LATENCY_RATE), ("latency_1k", LOW_RATE)):
+    for key, rate in _LATENCY_SECTIONS:
         if key in secs:
             lines += _latency_table(secs[key], rate, status)
 
@@ -521,12 +467,12 @@ def format_report(res: dict[str, Any]) -> str:
                 _NAMES[system],
                 "—" if idle.get("rss_mb") is None else f"{idle['rss_mb']:.1f} MB",
                 "—" if pct is None else f"{pct:.0f} %",
-                _rate(cpu.get("delivered_rate")),
+                tables.fmt_rate(cpu.get("delivered_rate")),
                 "—" if per_msg is None else f"{per_msg:.2f} µs",
                 "—" if per_msg is None else f"{tp['server_cpu_percent_at_100k']:.0f} %",
             ]
         )
-    lines += _table(
+    lines += tables.table(
         f"server: RSS at idle; CPU (100 % = one core) while a publisher paces {CPU_RATE:,} msg/s, one per "
         "call, and per message in the batched run",
         [
@@ -540,22 +486,15 @@ def format_report(res: dict[str, Any]) -> str:
         rows,
     )
 
-    trows = []
-    for v in res["targets"]:
-        m = v["measured"]
-        if m is None:
-            shown = "—"
-        elif v["key"].endswith("per_s"):
-            shown = _rate(m)
-        elif v["key"].endswith("_us"):
-            shown = f"{m:.1f} µs"
-        else:
-            shown = f"{m:.1f} MB"
-        goal = ("≥ " if v["at_least"] else "≤ ") + (
-            _rate(v["target"]) if v["key"].endswith("per_s") else f"{v['target']:g}"
-        )
-        trows.append([v["what"], shown, goal, v["verdict"]])
-    lines += _table("targets (issue 4)", ["target", "measured", "goal", "verdict"], trows)
+    def shown(key: str, m: float) -> str:
+        if key.endswith("per_s"):
+            return tables.fmt_rate(m)
+        return f"{m:.1f} µs" if key.endswith("_us") else f"{m:.1f} MB"
+
+    def goal(key: str, target: float) -> str:
+        return tables.fmt_rate(target) if key.endswith("per_s") else f"{target:g}"
+
+    lines += tables.targets_table("targets (issue 4)", res["targets"], shown, goal)
     lines += ["", f"{res['elapsed_s']:.1f} s in all"]
     return "\n".join(lines)
 
@@ -627,9 +566,4 @@ def run(args: argparse.Namespace) -> int:
         sections=args.only,
         progress=lambda t: print(f"… {t}", file=sys.stderr, flush=True),
     )
-    res["parameters"]["quick"] = bool(args.quick)
-    print(format_report(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0
+    return tables.print_and_save(res, args, format_report)

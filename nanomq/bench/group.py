@@ -33,15 +33,17 @@ import time
 from array import array
 from typing import Any
 
-from nanomq.bench import hdr
+from nanomq.bench import hdr, procs
 from nanomq.bench.drivers import BATCH, Consumer, Driver, Producer
 from nanomq.bench.loadgen import (
     MIN_SIZE,
-    RATE_TOLERANCE,
     LatencyResult,
     ThroughputResult,
+    _check_size,
     _collect,
-    _first_due_at_or_after,
+    _judge_latency,
+    _schedule,
+    _seconds,
 )
 
 __all__ = ["check_group", "run_latency_group", "run_throughput_group"]
@@ -86,22 +88,14 @@ def _delivery(driver: Driver, consumers: int) -> str:
 # ------------------------------------------------------------------ processes ----
 
 
-def _child(role: str, index: int, driver: Driver, fn: Any, kwargs: dict, conn: Any, go: Any) -> None:
-    try:
-        end: Producer | Consumer = driver.producer() if role == "producer" else driver.consumer()
-    except BaseException as exc:
-        conn.send({"error": f"{role} {index} could not open its end: {exc!r}"})
-        return
-    if role == "consumer" and hasattr(end, "peers"):
-        end.peers = kwargs["producers"]  # an end that confirms the close to each producer (zmq)
-    try:
-        conn.send({"ready": True})
-        go.wait()
-        conn.send(fn(end, index=index, **kwargs))
-    except BaseException as exc:
-        conn.send({"error": f"{role} {index} failed: {exc!r}"})
-    finally:
-        end.close()
+def _child(role: str, index: int, driver: Driver, fn: Any, kwargs: dict, go: Any, conn: Any) -> None:
+    def open_end() -> Producer | Consumer:
+        end = driver.producer() if role == "producer" else driver.consumer()
+        if role == "consumer" and hasattr(end, "peers"):
+            end.peers = kwargs["producers"]  # an end that confirms the close to each producer (zmq)
+        return end
+
+    procs.child_main(f"{role} {index}", open_end, lambda end: fn(end, index=index, **kwargs), go, conn)
 
 
 def _run_group(
@@ -117,24 +111,17 @@ def _run_group(
 ) -> tuple[list[dict], list[dict]]:
     """Run P producer and M consumer processes (consumers start first); their result dicts."""
     driver.setup(ctx, size)
-    procs: list[Any] = []
+    children: list[Any] = []
     try:
         go = ctx.Event()
         conns: dict[str, Any] = {}
         roles = [("consumer", i, consumer) for i in range(consumers)]
         roles += [("producer", i, producer) for i in range(producers)]
         for role, i, (fn, kwargs) in roles:
-            r, w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_child,
-                args=(role, i, driver, fn, kwargs, w, go),
-                name=f"bench-{role}-{i}",
-                daemon=True,
+            proc, conns[f"{role}-{i}"] = procs.spawn(
+                ctx, _child, (role, i, driver, fn, kwargs, go), f"bench-{role}-{i}"
             )
-            proc.start()
-            w.close()
-            procs.append(proc)
-            conns[f"{role}-{i}"] = r
+            children.append(proc)
         deadline = time.monotonic() + timeout
         ready = _collect(conns, deadline)
         if not any("error" in res for res in ready.values()):
@@ -147,11 +134,7 @@ def _run_group(
             [ready.get(f"consumer-{i}", {"error": "no result"}) for i in range(consumers)],
         )
     finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        procs.reap(children)
         driver.teardown()
 
 
@@ -282,10 +265,7 @@ def run_throughput_group(
     measured one to the last, across all consumers.
     """
     check_group(driver, producers, consumers)
-    if size < MIN_SIZE:
-        raise ValueError(
-            f"message size {size} is below the {MIN_SIZE} bytes of send time and sequence number"
-        )
+    _check_size(size)
     if mode not in ("single", "batch") or (mode == "batch" and driver.batch_label is None):
         raise ValueError(f"{driver.label} has no {mode} mode with several producers or consumers")
     warmup = max(1000, count // 10) if warmup is None else warmup
@@ -352,15 +332,11 @@ def run_throughput_group(
 
 def _per_second(samples: array, total: int, rate: float) -> list[str]:
     """Encoded histograms by second of the schedule (message i's slot), skipping -1 (not this process's)."""
-    interval = 1e9 / rate
     out = []
-    lo, k = 0, 1
-    while lo < total:
-        hi = min(_first_due_at_or_after(k * 1_000_000_000, interval), total)
+    for lo, hi in _seconds(total, rate):
         values = array("q", (v for v in samples[lo:hi] if v >= 0))
         h, _ = hdr.histogram_from_values(memoryview(values))
         out.append(hdr.encode(h))
-        lo, k = hi, k + 1
     return out
 
 
@@ -487,19 +463,8 @@ def run_latency_group(
 ) -> LatencyResult:
     """Open-loop latency at `rate` msg/s in all, from P producers sharing one schedule, to M consumers."""
     check_group(driver, producers, consumers)
-    if size < MIN_SIZE:
-        raise ValueError(
-            f"message size {size} is below the {MIN_SIZE} bytes of send time and sequence number"
-        )
-    if rate <= 0 or duration <= 0 or warmup < 0:
-        raise ValueError(
-            f"rate ({rate}) and duration ({duration}) must be positive and warmup ({warmup}) not negative"
-        )
-    warmup_n = int(rate * warmup)
-    total = warmup_n + max(2 * producers, int(rate * duration))
-    grace = max(1.0, 0.5 * (duration + warmup))
-    if timeout is None:
-        timeout = duration + warmup + 2 * grace + 30.0
+    _check_size(size)
+    warmup_n, total, grace, timeout = _schedule(rate, duration, warmup, timeout, at_least=2 * producers)
     ctx = multiprocessing.get_context(start_method)
     fanout = _each_gets_all(driver, consumers)
     flushed, taken = ctx.Barrier(producers), ctx.Semaphore(0)
@@ -576,18 +541,6 @@ def run_latency_group(
         res.lag_intervals = _merge_intervals([p["lag_intervals"] for p in prods])
     expected = res.sent * (consumers if fanout else 1)
     res.params["expected"] = expected
-    if not res.reasons:
-        if any(p.get("stopped_early") for p in prods):
-            res.reasons.append(f"a producer fell behind and stopped ({res.sent} of {total} messages sent)")
-        if res.achieved_rate < RATE_TOLERANCE * rate:
-            res.reasons.append(
-                f"achieved {res.achieved_rate:,.0f} msg/s, below 99 % of the target {rate:,.0f}"
-            )
-        if res.received != expected:
-            res.reasons.append(f"received {res.received} messages, expected {expected}")
-        if res.seq_errors:
-            res.reasons.append(f"{res.seq_errors} sequence errors (lost, duplicated or reordered messages)")
-        if res.dropped:
-            res.reasons.append(f"{res.dropped} latency samples beyond the histogram's range")
-    res.status = "FAILED" if res.reasons else "OK"
+    stopped = f"a producer fell behind and stopped ({res.sent} of {total} messages sent)"
+    _judge_latency(res, stopped if any(p.get("stopped_early") for p in prods) else None, expected, "expected")
     return res

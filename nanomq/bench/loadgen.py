@@ -30,13 +30,13 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from nanomq.bench import hdr
+from nanomq.bench import envinfo, hdr, procs
 from nanomq.bench.drivers import BATCH, Consumer, Driver, Producer
 
 __all__ = [
@@ -204,24 +204,17 @@ def _pin(cpu: int | None) -> bool:
 
 
 def _child(
-    role: str, driver: Driver, cpu: int | None, fn: Callable[..., dict], kwargs: dict, conn: Any, go: Any
+    role: str, driver: Driver, cpu: int | None, fn: Callable[..., dict], kwargs: dict, go: Any, conn: Any
 ) -> None:
     pinned = _pin(cpu)
-    try:
-        end: Producer | Consumer = driver.producer() if role == "producer" else driver.consumer()
-    except BaseException as exc:
-        conn.send({"error": f"{role} could not open its end: {exc!r}"})
-        return
-    try:
-        conn.send({"ready": True})
-        go.wait()
-        result = fn(end, **kwargs)
-        result["pinned"] = pinned
-        conn.send(result)
-    except BaseException as exc:
-        conn.send({"error": f"{role} failed: {exc!r}"})
-    finally:
-        end.close()
+
+    def open_end() -> Producer | Consumer:
+        return driver.producer() if role == "producer" else driver.consumer()
+
+    def work(end: Producer | Consumer) -> dict:
+        return {**fn(end, **kwargs), "pinned": pinned}
+
+    procs.child_main(role, open_end, work, go, conn)
 
 
 def _run_pair(
@@ -238,20 +231,14 @@ def _run_pair(
     """
     ctx = multiprocessing.get_context(start_method)
     driver.setup(ctx, size)
-    procs: list[Any] = []
+    children: list[Any] = []
     try:
         go = ctx.Event()
         cpu_p, cpu_c = pair_cpus(driver.pin)
         conns = {}
         for role, (fn, kwargs), cpu in (("consumer", consumer, cpu_c), ("producer", producer, cpu_p)):
-            r, w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_child, args=(role, driver, cpu, fn, kwargs, w, go), name=f"bench-{role}", daemon=True
-            )
-            proc.start()
-            w.close()
-            procs.append(proc)
-            conns[role] = r
+            proc, conns[role] = procs.spawn(ctx, _child, (role, driver, cpu, fn, kwargs, go), f"bench-{role}")
+            children.append(proc)
         deadline = time.monotonic() + timeout
         ready = _collect(conns, deadline)
         failed = {role: res for role, res in ready.items() if "error" in res}
@@ -261,11 +248,7 @@ def _run_pair(
         results = _collect(conns, deadline)
         return results["producer"], results["consumer"]
     finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        procs.reap(children)
         driver.teardown()
 
 
@@ -426,10 +409,7 @@ def run_throughput(
     closest equivalent, see Driver.batch_label) or "buffer" (256 per call as one buffer;
     drivers with Driver.buffer only). warmup None: a tenth of count, at least 1000.
     """
-    if size < MIN_SIZE:
-        raise ValueError(
-            f"message size {size} is below the {MIN_SIZE} bytes of send time and sequence number"
-        )
+    _check_size(size)
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     if (mode == "batch" and driver.batch_label is None) or (mode == "buffer" and not driver.buffer):
@@ -520,16 +500,18 @@ def _lat_producer(end: Producer, *, rate: float, total: int, warmup: int, size: 
 def _per_second(samples: array, n: int, rate: float) -> list[str]:
     """Encoded histograms of samples[:n] (sample i belongs to message i), one per second of the
     schedule: interval k holds the messages due in [k s, k + 1 s) after the first, warm-up included."""
-    interval = 1e9 / rate
-    out = []
     view = memoryview(samples)
+    return [hdr.encode(hdr.histogram_from_values(view[lo:hi])[0]) for lo, hi in _seconds(n, rate)]
+
+
+def _seconds(n: int, rate: float) -> Iterator[tuple[int, int]]:
+    """The message index range [lo, hi) of each second of a schedule at `rate` msg/s, over its first n."""
+    interval = 1e9 / rate
     lo, k = 0, 1
     while lo < n:
-        hi = _first_due_at_or_after(k * 1_000_000_000, interval)
-        h, _ = hdr.histogram_from_values(view[lo : min(hi, n)])
-        out.append(hdr.encode(h))
+        hi = min(_first_due_at_or_after(k * 1_000_000_000, interval), n)
+        yield lo, hi
         lo, k = hi, k + 1
-    return out
 
 
 def _first_due_at_or_after(offset_ns: int, interval: float) -> int:
@@ -587,6 +569,54 @@ def _lat_consumer(end: Consumer, *, total: int, warmup: int, rate: float) -> dic
     }
 
 
+def _check_size(size: int) -> None:
+    """Raise ValueError naming the limit when a message cannot hold its send time and sequence number."""
+    if size < MIN_SIZE:
+        raise ValueError(
+            f"message size {size} is below the {MIN_SIZE} bytes of send time and sequence number"
+        )
+
+
+def _schedule(
+    rate: float, duration: float, warmup: float, timeout: float | None, *, at_least: int
+) -> tuple[int, int, float, float]:
+    """An open-loop schedule: (warm-up messages, all messages, the producer's grace s, timeout s).
+
+    At least `at_least` messages are measured; the producer gives up `grace` s after the
+    schedule's end; timeout None: the schedule, twice the grace and 30 s."""
+    if rate <= 0 or duration <= 0 or warmup < 0:
+        raise ValueError(
+            f"rate ({rate}) and duration ({duration}) must be positive and warmup ({warmup}) not negative"
+        )
+    warmup_n = int(rate * warmup)
+    total = warmup_n + max(at_least, int(rate * duration))
+    grace = max(1.0, 0.5 * (duration + warmup))
+    if timeout is None:
+        timeout = duration + warmup + 2 * grace + 30.0
+    return warmup_n, total, grace, timeout
+
+
+def _judge_latency(res: LatencyResult, stopped: str | None, expected: int, what: str) -> None:
+    """Set res.status: FAILED with the reasons (kept when a process reported an error), else OK.
+
+    stopped: why the producer gave up early (None if it did not); expected: the deliveries
+    res.received must equal, named `what` in the reason."""
+    if not res.reasons:
+        if stopped:
+            res.reasons.append(stopped)
+        if res.achieved_rate < RATE_TOLERANCE * res.rate:
+            res.reasons.append(
+                f"achieved {res.achieved_rate:,.0f} msg/s, below 99 % of the target {res.rate:,.0f}"
+            )
+        if res.received != expected:
+            res.reasons.append(f"received {res.received} messages, {what} {expected}")
+        if res.seq_errors:
+            res.reasons.append(f"{res.seq_errors} sequence errors (lost, duplicated or reordered messages)")
+        if res.dropped:
+            res.reasons.append(f"{res.dropped} latency samples beyond the histogram's range")
+    res.status = "FAILED" if res.reasons else "OK"
+
+
 def run_latency(
     driver: Driver,
     *,
@@ -604,19 +634,8 @@ def run_latency(
     the run is FAILED if it fell below 99 % of `rate` or any message was lost,
     duplicated or reordered.
     """
-    if size < MIN_SIZE:
-        raise ValueError(
-            f"message size {size} is below the {MIN_SIZE} bytes of send time and sequence number"
-        )
-    if rate <= 0 or duration <= 0 or warmup < 0:
-        raise ValueError(
-            f"rate ({rate}) and duration ({duration}) must be positive and warmup ({warmup}) not negative"
-        )
-    warmup_n = int(rate * warmup)
-    total = warmup_n + max(2, int(rate * duration))
-    grace = max(1.0, 0.5 * (duration + warmup))
-    if timeout is None:
-        timeout = duration + warmup + 2 * grace + 30.0
+    _check_size(size)
+    warmup_n, total, grace, timeout = _schedule(rate, duration, warmup, timeout, at_least=2)
     pkw = {"rate": rate, "total": total, "warmup": warmup_n, "size": size, "grace_ns": int(grace * 1e9)}
     ckw = {"total": total, "warmup": warmup_n, "rate": rate}
     prod, cons = _run_pair(driver, size, (_lat_producer, pkw), (_lat_consumer, ckw), start_method, timeout)
@@ -648,20 +667,8 @@ def run_latency(
     if "lag" in prod:
         res.lag = hdr.decode(prod["lag"])
         res.lag_intervals = [hdr.decode(x) for x in prod["lag_intervals"]]
-    if not res.reasons:
-        if prod.get("stopped_early"):
-            res.reasons.append(f"producer fell behind and stopped after {res.sent} of {total} messages")
-        if res.achieved_rate < RATE_TOLERANCE * rate:
-            res.reasons.append(
-                f"achieved {res.achieved_rate:,.0f} msg/s, below 99 % of the target {rate:,.0f}"
-            )
-        if res.received != res.sent:
-            res.reasons.append(f"received {res.received} messages, sent {res.sent}")
-        if res.seq_errors:
-            res.reasons.append(f"{res.seq_errors} sequence errors (lost, duplicated or reordered messages)")
-        if res.dropped:
-            res.reasons.append(f"{res.dropped} latency samples beyond the histogram's range")
-    res.status = "FAILED" if res.reasons else "OK"
+    stopped = f"producer fell behind and stopped after {res.sent} of {total} messages"
+    _judge_latency(res, stopped if prod.get("stopped_early") else None, res.sent, "sent")
     return res
 
 
@@ -670,39 +677,16 @@ def run_latency(
 
 def environment() -> dict[str, Any]:
     """What the run record says about the machine: CPU, cores, affinity, kernel, load, Python, versions."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    governor = None
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", encoding="utf-8") as f:
-            governor = f.read().strip()
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for dist in ("nanomq", "cffi", "hdrhistogram", "faster-fifo", "pyzmq"):
-        try:
-            from importlib.metadata import version
-
-            versions[dist] = version(dist)
-        except Exception:
-            versions[dist] = None
     return {
-        "cpu_model": cpu,
+        "cpu_model": envinfo.cpu_model() or "",
         "cores": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "kernel": platform.release(),
         "machine": platform.machine(),
-        "governor": governor,
+        "governor": envinfo.governor(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "versions": versions,
+        "versions": envinfo.package_versions(("nanomq", "cffi", "hdrhistogram", "faster-fifo", "pyzmq")),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

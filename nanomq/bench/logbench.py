@@ -22,7 +22,7 @@ nanomq.log (not built yet) the baselines still run and the log's rows say so.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -31,12 +31,12 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nanomq.bench import envinfo, hdr
+from nanomq.bench import envinfo, hdr, tables
 
 __all__ = ["TARGETS", "Sizes", "add_arguments", "filesystem", "framed_size", "measure", "run"]
 
@@ -146,6 +146,22 @@ def _rate(n: float, ns: int) -> float:
     return n * 1e9 / ns if ns > 0 else 0.0
 
 
+def _repeat(call: Callable[[Any], object], arg: Any, n: int) -> int:
+    """Elapsed ns of `n` calls of call(arg)."""
+    t0 = _clock()
+    for _ in range(n):
+        call(arg)
+    return _clock() - t0
+
+
+def _bytes_rate(nbytes: int, ns: int) -> dict[str, Any]:
+    return {"bytes": nbytes, "ns": ns, "gb_s": _rate(nbytes, ns) / 1e9}
+
+
+def _records_rate(records: int, ns: int) -> dict[str, Any]:
+    return {"records": records, "ns": ns, "rec_s": _rate(records, ns)}
+
+
 def _latency(samples: array) -> dict[str, Any]:
     h, dropped = hdr.histogram_from_values(memoryview(samples))
     out = {k: v for k, v in hdr.percentiles(h).items()}
@@ -164,15 +180,16 @@ class _Dir:
         self.root = root
         self.n = 0
 
-    def new(self, name: str) -> Path:
+    @contextlib.contextmanager
+    def case(self, name: str) -> Iterator[Path]:
+        """A new numbered subdirectory, removed when the block ends."""
         self.n += 1
         path = self.root / f"{self.n:02d}-{name}"
         path.mkdir()
-        return path
-
-
-def _drop(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------- physical limit ----
@@ -240,58 +257,41 @@ def baselines(d: _Dir, sizes: Sizes) -> dict[str, Any]:
     # Warm-up, not measured: the first run to fill this much page cache paid for the guest's
     # first touch of fresh memory (512 MiB of write() ran at 0.34 GB/s, the same again
     # after it at ~2 GB/s on this VM), which would flatter whichever case came second.
-    p = d.new("warm-up")
-    _write_seq(p / "f", big, calls)
-    _drop(p)
-    p = d.new("write-64k")
-    ns = _write_seq(p / "f", big, calls)
-    out["write_64k"] = {"bytes": calls * len(big), "ns": ns, "gb_s": _rate(calls * len(big), ns) / 1e9}
-    got, rns = _read_seq(p / "f")
-    out["read_64k"] = {"bytes": got, "ns": rns, "gb_s": _rate(got, rns) / 1e9}
-    _drop(p)
-    p = d.new("write-64k-prealloc")
-    ns = _write_seq(p / "f", big, calls, preallocate=True)
-    out["write_64k_prealloc"] = {
-        "bytes": calls * len(big),
-        "ns": ns,
-        "gb_s": _rate(calls * len(big), ns) / 1e9,
-    }
-    _drop(p)
+    with d.case("warm-up") as p:
+        _write_seq(p / "f", big, calls)
+    with d.case("write-64k") as p:
+        ns = _write_seq(p / "f", big, calls)
+        out["write_64k"] = _bytes_rate(calls * len(big), ns)
+        got, rns = _read_seq(p / "f")
+        out["read_64k"] = _bytes_rate(got, rns)
+    with d.case("write-64k-prealloc") as p:
+        ns = _write_seq(p / "f", big, calls, preallocate=True)
+        out["write_64k_prealloc"] = _bytes_rate(calls * len(big), ns)
 
     small = framed_size(SMALL)
     batch = bytes(small * BATCH)
     nb = max(1, sizes.batch_records // BATCH)
-    p = d.new("write-batch")
-    ns = _write_seq(p / "f", batch, nb)
-    out["write_batch"] = {"records": nb * BATCH, "ns": ns, "rec_s": _rate(nb * BATCH, ns)}
-    _drop(p)
+    with d.case("write-batch") as p:
+        ns = _write_seq(p / "f", batch, nb)
+        out["write_batch"] = _records_rate(nb * BATCH, ns)
 
-    p = d.new("write-single")
-    ns = _write_seq(p / "f", bytes(small), sizes.single_records)
-    out["write_single"] = {
-        "records": sizes.single_records,
-        "ns": ns,
-        "rec_s": _rate(sizes.single_records, ns),
-    }
-    _drop(p)
+    with d.case("write-single") as p:
+        ns = _write_seq(p / "f", bytes(small), sizes.single_records)
+        out["write_single"] = _records_rate(sizes.single_records, ns)
 
-    p = d.new("fdatasync-single")
-    lat = _write_sync_latency(p / "append", bytes(small), sizes.sync_appends, preallocate=False)
-    out["fdatasync_single_append"] = _latency(lat)
-    lat = _write_sync_latency(p / "prealloc", bytes(small), sizes.sync_appends, preallocate=True)
-    out["fdatasync_single_prealloc"] = _latency(lat)
-    _drop(p)
+    with d.case("fdatasync-single") as p:
+        lat = _write_sync_latency(p / "append", bytes(small), sizes.sync_appends, preallocate=False)
+        out["fdatasync_single_append"] = _latency(lat)
+        lat = _write_sync_latency(p / "prealloc", bytes(small), sizes.sync_appends, preallocate=True)
+        out["fdatasync_single_prealloc"] = _latency(lat)
 
-    p = d.new("fdatasync-batch")
-    ns = _write_sync_latency(p / "f", batch, sizes.sync_batches, preallocate=False)
-    total = sum(ns)
-    out["fdatasync_batch"] = {
-        "records": sizes.sync_batches * BATCH,
-        "ns": total,
-        "rec_s": _rate(sizes.sync_batches * BATCH, total),
-        "latency_ns": _latency(ns),
-    }
-    _drop(p)
+    with d.case("fdatasync-batch") as p:
+        ns = _write_sync_latency(p / "f", batch, sizes.sync_batches, preallocate=False)
+        total = sum(ns)
+        out["fdatasync_batch"] = {
+            **_records_rate(sizes.sync_batches * BATCH, total),
+            "latency_ns": _latency(ns),
+        }
     return out
 
 
@@ -315,26 +315,18 @@ def _sqlite_insert(path: Path, synchronous: str, batches: int, value: bytes) -> 
         ns = _clock() - t0
     finally:
         con.close()
-    return {
-        "synchronous": synchronous,
-        "records": batches * BATCH,
-        "ns": ns,
-        "rec_s": _rate(batches * BATCH, ns),
-    }
+    return {"synchronous": synchronous, **_records_rate(batches * BATCH, ns)}
 
 
 def sqlite_cases(d: _Dir, sizes: Sizes) -> dict[str, Any]:
     value = _payload(SMALL)
     out: dict[str, Any] = {"version": sqlite3.sqlite_version}
-    p = d.new("sqlite-full")
-    out["durable"] = _sqlite_insert(p / "db", "FULL", sizes.sync_batches, value)
-    _drop(p)
-    p = d.new("sqlite-normal")
-    out["nondurable"] = _sqlite_insert(p / "db", "NORMAL", max(1, sizes.sqlite_records // BATCH), value)
-    _drop(p)
-    p = d.new("sqlite-off")
-    out["nondurable_off"] = _sqlite_insert(p / "db", "OFF", max(1, sizes.sqlite_records // BATCH), value)
-    _drop(p)
+    with d.case("sqlite-full") as p:
+        out["durable"] = _sqlite_insert(p / "db", "FULL", sizes.sync_batches, value)
+    with d.case("sqlite-normal") as p:
+        out["nondurable"] = _sqlite_insert(p / "db", "NORMAL", max(1, sizes.sqlite_records // BATCH), value)
+    with d.case("sqlite-off") as p:
+        out["nondurable_off"] = _sqlite_insert(p / "db", "OFF", max(1, sizes.sqlite_records // BATCH), value)
     return out
 
 
@@ -363,120 +355,82 @@ def log_cases(d: _Dir, sizes: Sizes) -> dict[str, Any]:
     batch = [small] * BATCH
 
     # 64 KiB records, fsync never; the log stays for the reopen and read-back cases
-    big_dir = d.new("log-64k")
-    big = _payload(BIG)
-    n = max(1, sizes.big_bytes // framed_size(BIG))
-    # one segment holds it all, so reopening scans every byte (sealed segments below the
-    # checkpoint are trusted through their index and not scanned)
-    one_segment = {"segment_bytes": max(100 << 20, n * framed_size(BIG) + (1 << 20))}
-    log = _open(big_dir / "log", "never", **one_segment)
-    try:
-        append = log.append
-        t0 = _clock()
-        for _ in range(n):
-            append(big)
-        ns = _clock() - t0
-        size = log.size_bytes
-    finally:
-        log.close()
-    out["never_64k"] = {
-        "records": n,
-        "bytes": n * framed_size(BIG),
-        "ns": ns,
-        "gb_s": _rate(n * framed_size(BIG), ns) / 1e9,
-    }
+    with d.case("log-64k") as big_dir:
+        big = _payload(BIG)
+        n = max(1, sizes.big_bytes // framed_size(BIG))
+        # one segment holds it all, so reopening scans every byte (sealed segments below the
+        # checkpoint are trusted through their index and not scanned)
+        one_segment = {"segment_bytes": max(100 << 20, n * framed_size(BIG) + (1 << 20))}
+        log = _open(big_dir / "log", "never", **one_segment)
+        try:
+            ns = _repeat(log.append, big, n)
+            size = log.size_bytes
+        finally:
+            log.close()
+        out["never_64k"] = {"records": n, **_bytes_rate(n * framed_size(BIG), ns)}
 
-    t0 = _clock()
-    log = _open(big_dir / "log", "never", **one_segment)
-    ns = _clock() - t0
-    try:
-        report = getattr(log, "recovery", None)
-        scanned = getattr(report, "scanned_bytes", None)
-        out["reopen"] = {
-            "bytes": size,
-            "scanned_bytes": scanned,
-            "ns": ns,
-            "gb_s": _rate(size, ns) / 1e9,
-            "records": log.next_offset,
-        }
-        count = nbytes = 0
         t0 = _clock()
-        for rec in log.read(0):
-            nbytes += len(rec.value)
-            count += 1
+        log = _open(big_dir / "log", "never", **one_segment)
         ns = _clock() - t0
-        out["read_records"] = {"records": count, "bytes": nbytes, "ns": ns, "gb_s": _rate(nbytes, ns) / 1e9}
-        offset, nbytes = log.first_offset, 0
-        read_encoded = log.read_encoded
-        t0 = _clock()
-        while True:
-            chunk = read_encoded(offset, 1 << 20)
-            if not chunk:
-                break
-            nbytes += len(chunk)
-            offset += max(1, len(chunk) // framed_size(BIG))
-        ns = _clock() - t0
-        out["read_encoded"] = {"bytes": nbytes, "ns": ns, "gb_s": _rate(nbytes, ns) / 1e9}
-    finally:
-        log.close()
-    _drop(big_dir)
-
-    p = d.new("log-batch")
-    nb = max(1, sizes.batch_records // BATCH)
-    with _open(p / "log", "never") as log:
-        append_batch = log.append_batch
-        t0 = _clock()
-        for _ in range(nb):
-            append_batch(batch)
-        ns = _clock() - t0
-    out["never_batch"] = {"records": nb * BATCH, "ns": ns, "rec_s": _rate(nb * BATCH, ns)}
-    _drop(p)
-
-    p = d.new("log-single")
-    with _open(p / "log", "never") as log:
-        append = log.append
-        t0 = _clock()
-        for _ in range(sizes.single_records):
-            append(small)
-        ns = _clock() - t0
-    out["never_single"] = {
-        "records": sizes.single_records,
-        "ns": ns,
-        "rec_s": _rate(sizes.single_records, ns),
-    }
-    _drop(p)
-
-    p = d.new("log-always-single")
-    with _open(p / "log", "always") as log:
-        append = log.append
-        lat = array("q", bytes(8 * sizes.sync_appends))
-        for i in range(sizes.sync_appends):
+        try:
+            report = getattr(log, "recovery", None)
+            scanned = getattr(report, "scanned_bytes", None)
+            out["reopen"] = {
+                "bytes": size,
+                "scanned_bytes": scanned,
+                "ns": ns,
+                "gb_s": _rate(size, ns) / 1e9,
+                "records": log.next_offset,
+            }
+            count = nbytes = 0
             t0 = _clock()
-            append(small)
-            lat[i] = _clock() - t0
-    out["always_single"] = _latency(lat)
-    _drop(p)
+            for rec in log.read(0):
+                nbytes += len(rec.value)
+                count += 1
+            ns = _clock() - t0
+            out["read_records"] = {"records": count, **_bytes_rate(nbytes, ns)}
+            offset, nbytes = log.first_offset, 0
+            read_encoded = log.read_encoded
+            t0 = _clock()
+            while True:
+                chunk = read_encoded(offset, 1 << 20)
+                if not chunk:
+                    break
+                nbytes += len(chunk)
+                offset += max(1, len(chunk) // framed_size(BIG))
+            ns = _clock() - t0
+            out["read_encoded"] = _bytes_rate(nbytes, ns)
+        finally:
+            log.close()
 
-    p = d.new("log-always-batch")
-    with _open(p / "log", "always") as log:
-        append_batch = log.append_batch
-        t0 = _clock()
-        for _ in range(sizes.sync_batches):
-            append_batch(batch)
-        ns = _clock() - t0
-    out["always_batch"] = {
-        "records": sizes.sync_batches * BATCH,
-        "ns": ns,
-        "rec_s": _rate(sizes.sync_batches * BATCH, ns),
-    }
-    _drop(p)
+    nb = max(1, sizes.batch_records // BATCH)
+    with d.case("log-batch") as p, _open(p / "log", "never") as log:
+        ns = _repeat(log.append_batch, batch, nb)
+    out["never_batch"] = _records_rate(nb * BATCH, ns)
 
-    p = d.new("log-always-threads")
-    threads = max(2, min(4, sizes.threads))
-    with _open(p / "log", "always") as log:
-        out["always_threads"] = _threads(log, threads, sizes.thread_appends, small)
-        out["always_threads"]["durable_offset"] = log.durable_offset
-    _drop(p)
+    with d.case("log-single") as p, _open(p / "log", "never") as log:
+        ns = _repeat(log.append, small, sizes.single_records)
+    out["never_single"] = _records_rate(sizes.single_records, ns)
+
+    with d.case("log-always-single") as p:
+        with _open(p / "log", "always") as log:
+            append = log.append
+            lat = array("q", bytes(8 * sizes.sync_appends))
+            for i in range(sizes.sync_appends):
+                t0 = _clock()
+                append(small)
+                lat[i] = _clock() - t0
+        out["always_single"] = _latency(lat)
+
+    with d.case("log-always-batch") as p, _open(p / "log", "always") as log:
+        ns = _repeat(log.append_batch, batch, sizes.sync_batches)
+    out["always_batch"] = _records_rate(sizes.sync_batches * BATCH, ns)
+
+    with d.case("log-always-threads") as p:
+        threads = max(2, min(4, sizes.threads))
+        with _open(p / "log", "always") as log:
+            out["always_threads"] = _threads(log, threads, sizes.thread_appends, small)
+            out["always_threads"]["durable_offset"] = log.durable_offset
     return out
 
 
@@ -505,9 +459,7 @@ def _threads(log: Any, threads: int, per_thread: int, value: bytes) -> dict[str,
     total = threads * per_thread
     return {
         "threads": threads,
-        "records": total,
-        "ns": ns,
-        "rec_s": _rate(total, ns),
+        **_records_rate(total, ns),
         "errors": [repr(e) for e in errors],
     }
 
@@ -530,24 +482,7 @@ def _verdicts(
         measured["read_gb_s"] = max(nano["read_records"]["gb_s"], nano["read_encoded"]["gb_s"])
         measured["vs_sqlite_durable"] = nano["always_batch"]["rec_s"] / lite["durable"]["rec_s"]
         measured["vs_sqlite_nondurable"] = nano["never_batch"]["rec_s"] / lite["nondurable"]["rec_s"]
-    out = []
-    for key, (target, at_least, what) in TARGETS.items():
-        value = measured[key]
-        if value is None:
-            verdict = "n/a"
-        else:
-            verdict = "PASS" if (value >= target if at_least else value <= target) else "MISS"
-        out.append(
-            {
-                "key": key,
-                "what": what,
-                "measured": value,
-                "target": target,
-                "at_least": at_least,
-                "verdict": verdict,
-            }
-        )
-    return out
+    return tables.judge(TARGETS, measured)
 
 
 # --------------------------------------------------------------------- run ----
@@ -601,35 +536,11 @@ def measure(
 # -------------------------------------------------------------------- printing ----
 
 
-def _fmt_rate(v: float | None) -> str:
-    if v is None:
-        return "—"
-    for scale, suffix in ((1e6, " M/s"), (1e3, " k/s")):
-        if v >= scale:
-            return f"{v / scale:.2f}{suffix}"
-    return f"{v:.0f} /s"
+Fmt = Callable[[float | None], str]
 
 
 def _fmt_gb(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f} GB/s"
-
-
-def _fmt_us(ns: float | None) -> str:
-    return "—" if ns is None else f"{ns / 1000:.1f} µs"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if not a or not b:
-        return "—"
-    return f"{a / b:.2f}×"
-
-
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = ["", title, line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return out
 
 
 def format_report(res: dict[str, Any]) -> str:
@@ -648,132 +559,75 @@ def format_report(res: dict[str, Any]) -> str:
     threads = g(nano, "always_threads", "threads") or res["parameters"]["threads"]
     bare = base["fdatasync_single_prealloc"]
     bare_a = base["fdatasync_single_append"]
+
+    def row(case: str, fmt: Fmt, ours: float | None, theirs: float | None, what: str) -> list[str]:
+        """NanoMQ's figure (on a case's first row only), a comparison's, and their ratio."""
+        return [case, fmt(ours) if case else "", fmt(theirs), what, tables.ratio(ours, theirs)]
+
+    gb, rate, us = _fmt_gb, tables.fmt_rate, tables.fmt_us
+    big, batch = g(nano, "never_64k", "gb_s"), g(nano, "never_batch", "rec_s")
+    single = g(nano, "never_single", "rec_s")
+    sync_p50, sync_p99 = g(nano, "always_single", "p50"), g(nano, "always_single", "p99")
+    sync_batch, sync_threads = g(nano, "always_batch", "rec_s"), g(nano, "always_threads", "rec_s")
+    read_rec, read_enc = g(nano, "read_records", "gb_s"), g(nano, "read_encoded", "gb_s")
     rows = [
-        [
-            "fsync=never, 64 KiB records",
-            _fmt_gb(g(nano, "never_64k", "gb_s")),
-            _fmt_gb(base["write_64k"]["gb_s"]),
-            "write() 64 KiB",
-            _ratio(g(nano, "never_64k", "gb_s"), base["write_64k"]["gb_s"]),
-        ],
-        [
-            "",
-            "",
-            _fmt_gb(base["write_64k_prealloc"]["gb_s"]),
-            "write() 64 KiB (fallocated)",
-            _ratio(g(nano, "never_64k", "gb_s"), base["write_64k_prealloc"]["gb_s"]),
-        ],
-        [
+        row("fsync=never, 64 KiB records", gb, big, base["write_64k"]["gb_s"], "write() 64 KiB"),
+        row("", gb, big, base["write_64k_prealloc"]["gb_s"], "write() 64 KiB (fallocated)"),
+        row(
             "fsync=never, 100 B, batches of 256",
-            _fmt_rate(g(nano, "never_batch", "rec_s")),
-            _fmt_rate(base["write_batch"]["rec_s"]),
+            rate,
+            batch,
+            base["write_batch"]["rec_s"],
             "write() per batch",
-            _ratio(g(nano, "never_batch", "rec_s"), base["write_batch"]["rec_s"]),
-        ],
-        [
-            "",
-            "",
-            _fmt_rate(lite["nondurable"]["rec_s"]),
-            "SQLite WAL NORMAL",
-            _ratio(g(nano, "never_batch", "rec_s"), lite["nondurable"]["rec_s"]),
-        ],
-        [
-            "",
-            "",
-            _fmt_rate(lite["nondurable_off"]["rec_s"]),
-            "SQLite WAL OFF",
-            _ratio(g(nano, "never_batch", "rec_s"), lite["nondurable_off"]["rec_s"]),
-        ],
-        [
+        ),
+        row("", rate, batch, lite["nondurable"]["rec_s"], "SQLite WAL NORMAL"),
+        row("", rate, batch, lite["nondurable_off"]["rec_s"], "SQLite WAL OFF"),
+        row(
             "fsync=never, 100 B, one per call",
-            _fmt_rate(g(nano, "never_single", "rec_s")),
-            _fmt_rate(base["write_single"]["rec_s"]),
+            rate,
+            single,
+            base["write_single"]["rec_s"],
             "write() per record",
-            _ratio(g(nano, "never_single", "rec_s"), base["write_single"]["rec_s"]),
-        ],
-        [
-            "fsync=always, single append P50",
-            _fmt_us(g(nano, "always_single", "p50")),
-            _fmt_us(bare["p50"]),
-            "write+fdatasync (fallocated)",
-            _ratio(g(nano, "always_single", "p50"), bare["p50"]),
-        ],
-        [
-            "",
-            "",
-            _fmt_us(bare_a["p50"]),
-            "write+fdatasync (growing)",
-            _ratio(g(nano, "always_single", "p50"), bare_a["p50"]),
-        ],
-        [
-            "fsync=always, single append P99",
-            _fmt_us(g(nano, "always_single", "p99")),
-            _fmt_us(bare["p99"]),
-            "write+fdatasync (fallocated)",
-            _ratio(g(nano, "always_single", "p99"), bare["p99"]),
-        ],
-        [
+        ),
+        row("fsync=always, single append P50", us, sync_p50, bare["p50"], "write+fdatasync (fallocated)"),
+        row("", us, sync_p50, bare_a["p50"], "write+fdatasync (growing)"),
+        row("fsync=always, single append P99", us, sync_p99, bare["p99"], "write+fdatasync (fallocated)"),
+        row(
             "fsync=always, batches of 256",
-            _fmt_rate(g(nano, "always_batch", "rec_s")),
-            _fmt_rate(base["fdatasync_batch"]["rec_s"]),
+            rate,
+            sync_batch,
+            base["fdatasync_batch"]["rec_s"],
             "write+fdatasync per batch",
-            _ratio(g(nano, "always_batch", "rec_s"), base["fdatasync_batch"]["rec_s"]),
-        ],
-        [
-            "",
-            "",
-            _fmt_rate(lite["durable"]["rec_s"]),
-            "SQLite WAL FULL",
-            _ratio(g(nano, "always_batch", "rec_s"), lite["durable"]["rec_s"]),
-        ],
-        [
+        ),
+        row("", rate, sync_batch, lite["durable"]["rec_s"], "SQLite WAL FULL"),
+        row(
             f"fsync=always, {threads} threads, one per call",
-            _fmt_rate(g(nano, "always_threads", "rec_s")),
-            _fmt_rate(_rate(1, int(bare["p50"]))),
+            rate,
+            sync_threads,
+            _rate(1, int(bare["p50"])),
             "1 / write+fdatasync P50",
-            _ratio(g(nano, "always_threads", "rec_s"), _rate(1, int(bare["p50"]))),
-        ],
-        ["reopen (recovery scan)", _fmt_gb(g(nano, "reopen", "gb_s")), "", "", ""],
-        [
-            "read back: read() records",
-            _fmt_gb(g(nano, "read_records", "gb_s")),
-            _fmt_gb(base["read_64k"]["gb_s"]),
-            "read() 1 MiB chunks",
-            _ratio(g(nano, "read_records", "gb_s"), base["read_64k"]["gb_s"]),
-        ],
-        [
-            "read back: read_encoded 1 MiB",
-            _fmt_gb(g(nano, "read_encoded", "gb_s")),
-            _fmt_gb(base["read_64k"]["gb_s"]),
-            "read() 1 MiB chunks",
-            _ratio(g(nano, "read_encoded", "gb_s"), base["read_64k"]["gb_s"]),
-        ],
+        ),
+        ["reopen (recovery scan)", gb(g(nano, "reopen", "gb_s")), "", "", ""],
+        row("read back: read() records", gb, read_rec, base["read_64k"]["gb_s"], "read() 1 MiB chunks"),
+        row("read back: read_encoded 1 MiB", gb, read_enc, base["read_64k"]["gb_s"], "read() 1 MiB chunks"),
     ]
-    lines += _table(
+    lines += tables.table(
         "NanoMQ log against the physical limit and SQLite (ratio: NanoMQ / comparison)",
         ["case", "NanoMQ", "comparison", "what", "ratio"],
         rows,
     )
-    trows = []
-    for v in res["targets"]:
-        m = v["measured"]
-        if m is None:
-            shown = "—"
-        elif v["key"].endswith("gb_s"):
-            shown = f"{m:.2f} GB/s"
-        elif v["key"].endswith("rec_s"):
-            shown = _fmt_rate(m)
-        else:
-            shown = f"{m:.2f}×"
-        goal = ("≥ " if v["at_least"] else "≤ ") + (
-            f"{v['target']:g} GB/s"
-            if v["key"].endswith("gb_s")
-            else _fmt_rate(v["target"])
-            if v["key"].endswith("rec_s")
-            else f"{v['target']:g}×"
-        )
-        trows.append([v["what"], shown, goal, v["verdict"]])
-    lines += _table("targets (issue 3)", ["target", "measured", "goal", "verdict"], trows)
+
+    def shown(key: str, m: float) -> str:
+        if key.endswith("gb_s"):
+            return f"{m:.2f} GB/s"
+        return tables.fmt_rate(m) if key.endswith("rec_s") else f"{m:.2f}×"
+
+    def goal(key: str, target: float) -> str:
+        if key.endswith("gb_s"):
+            return f"{target:g} GB/s"
+        return tables.fmt_rate(target) if key.endswith("rec_s") else f"{target:g}×"
+
+    lines += tables.targets_table("targets (issue 3)", res["targets"], shown, goal)
     lines.append("")
     lines.append(f"SQLite {lite['version']}; {res['elapsed_s']:.1f} s in all")
     return "\n".join(lines)
@@ -808,9 +662,4 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"nanomq bench log: {exc}", file=sys.stderr)
         return 2
-    res["parameters"]["quick"] = bool(args.quick)
-    print(format_report(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0
+    return tables.print_and_save(res, args, format_report)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nanomq.bench.drivers import Consumer, Driver, Producer, RingDriver
+from nanomq.bench.procs import log_tail, stop_server
 
 __all__ = ["BrokerDriver", "LogDriver", "broker_unavailable", "log_unavailable", "start_broker"]
 
@@ -169,12 +170,12 @@ def start_broker(
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
                 raise RuntimeError(
-                    f"nanomq broker did not report its address within {timeout} s: {_tail(log_path)}"
+                    f"nanomq broker did not report its address within {timeout} s: {log_tail(log_path)}"
                 )
             chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
                 proc.wait(timeout=5)
-                raise RuntimeError(f"nanomq broker exited with {proc.returncode}: {_tail(log_path)}")
+                raise RuntimeError(f"nanomq broker exited with {proc.returncode}: {log_tail(log_path)}")
             seen += chunk
             m = _LISTENING.search(seen)
             if m:
@@ -186,21 +187,8 @@ def start_broker(
         sel.close()
 
 
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-500:].strip() or "(no output)"
-    except OSError:
-        return "(no log)"
-
-
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # graceful: flush and close the logs
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_server(proc, wait_s=10)  # graceful: the broker flushes and closes its logs
     if proc.stdout is not None:
         proc.stdout.close()
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from nanomq.bench.drivers import BATCH, Consumer, Driver, Producer
+from nanomq.bench.procs import log_tail, stop_server
 
 __all__ = ["NatsDriver", "NatsJetStreamDriver", "RedisDriver", "find_binary", "make_driver", "unavailable"]
 
@@ -98,16 +99,9 @@ def _wait_for(check: Any, what: str, proc: subprocess.Popen, log: Path) -> Any:
         if value:
             return value
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {_tail(log)}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log_tail(log)}")
         time.sleep(0.02)
-    raise RuntimeError(f"{what} did not start within {START_TIMEOUT_S} s: {_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-500:].strip() or "(no output)"
-    except OSError:
-        return "(no log)"
+    raise RuntimeError(f"{what} did not start within {START_TIMEOUT_S} s: {log_tail(log)}")
 
 
 class _ServerDriver(Driver):
@@ -141,12 +135,7 @@ class _ServerDriver(Driver):
 
     def teardown(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            stop_server(self._proc, wait_s=5)
             self._proc = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

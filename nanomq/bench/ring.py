@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nanomq.bench import hdr
+from nanomq.bench import hdr, tables
 from nanomq.bench.drivers import CResult, Driver, RingDriver, c_pingpong, c_stream, peer_drivers
 from nanomq.bench.loadgen import LatencyResult, ThroughputResult, environment, run_latency, run_throughput
 from nanomq.ring import DEFAULT_SPIN_US
@@ -326,7 +326,7 @@ def _verdicts(plan: _Plan, results: dict[str, list[Any]]) -> list[dict[str, Any]
         if measured is None or not ok:
             verdict = "FAILED"
         else:
-            verdict = "PASS" if (measured >= target if at_least else measured <= target) else "MISS"
+            verdict = tables.meets(measured, target, at_least)
         out.append(
             {"name": name, "measured": measured, "target": target, "at_least": at_least, "verdict": verdict}
         )
