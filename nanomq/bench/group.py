@@ -385,8 +385,8 @@ def _lat_producer(
         lag[i] = now - due
         sent += 1
         if i >= warmup:
-            if not first_actual:
-                first_actual = now
+            if not first_actual:  # the intended time: a late first send must not shorten the window
+                first_actual = due
             last_actual = now
         if now > stop:
             stopped_early = True

@@ -481,8 +481,10 @@ def _lat_producer(end: Producer, *, rate: float, total: int, warmup: int, size: 
     end.send(b"")
     measured = max(0, sent - warmup)
     achieved = 0.0
-    if measured > 1:  # actual send times of the first and the last measured message
-        first = t0 + int(warmup * interval) + lag[warmup]
+    if measured > 1:  # from the first measured message's intended time to the last one's actual
+        # send: a late first message must not shorten the window (it would read as a rate above
+        # the target when the producer then catches up back to back)
+        first = t0 + int(warmup * interval)
         last = t0 + int((sent - 1) * interval) + lag[sent - 1]
         achieved = (measured - 1) * 1e9 / max(1, last - first)
     h, dropped = hdr.histogram_from_values(memoryview(lag)[warmup:sent])
