@@ -30,7 +30,7 @@ from nanomq.client import Subscriber as _SyncSubscriber
 from nanomq.client._conn import make_ssl_context
 from nanomq.client._errors import error_from_frame, unreachable
 from nanomq.client._util import format_address, parse_address
-from nanomq.client.publisher import parse_acks
+from nanomq.client.publisher import _batch_size, parse_acks
 from nanomq.errors import ClientClosedError, ConnectionLostError, PayloadTooLargeError, PublishTimeoutError
 
 __all__ = ["Message", "Publisher", "Subscriber"]
@@ -377,15 +377,7 @@ class Publisher:
             return done
         if keys is not None and len(keys) != n:
             raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
-        size = 0
-        for i, v in enumerate(values):
-            k = None if keys is None else keys[i]
-            if len(v) > record.MAX_PAYLOAD:
-                what = "message" if single else f"payload of message {i}"
-                raise PayloadTooLargeError(len(v), record.MAX_PAYLOAD, what=what)
-            if k is not None and len(k) > record.MAX_KEY:
-                raise PayloadTooLargeError(len(k), record.MAX_KEY, what="key")
-            size += (record.HEADER_SIZE + 7 + len(v) + (0 if k is None else len(k))) & ~7
+        size = _batch_size(values, keys, single)
         if timestamp_ns is None:
             stamps = [time.time_ns()] * n
         elif isinstance(timestamp_ns, int):
@@ -504,7 +496,7 @@ class Publisher:
         try:
             batch = record.encode_batch(
                 g["values"][v0:v1],
-                None if all(k is None for k in keys) else keys,
+                None if keys.count(None) == n else keys,  # one C loop, not a genexpr
                 timestamp_ns=g["stamps"][v0:v1],
                 producer_id=self._producer_id,
                 first_sequence=seq,

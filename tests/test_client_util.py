@@ -58,3 +58,50 @@ def test_message_is_a_named_tuple_with_the_documented_fields() -> None:
     m = Message("demo", 1, 42, 1_700_000_000_000_000_000, None, b"v")
     assert m._fields == ("topic", "partition", "offset", "timestamp", "key", "value")
     assert m.offset == 42 and m.key is None
+
+
+def _messages_by_views(data: bytes, topic: str, partition: int) -> list[Message]:
+    from nanomq import record
+
+    return [
+        Message(topic, partition, r.offset, r.timestamp, r.key, r.value) for r in record.iter_records(data)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "keys", "codec", "fast"),
+    [
+        ([b"a" * 64] * 300, None, None, True),
+        ([b""] * 5, None, None, True),
+        ([b"v%03d" % i for i in range(50)], [b"k%02d" % (i % 10) for i in range(50)], None, True),
+        ([b"x" * 8] * 3, [b"", b"", b""], None, True),  # empty keys are keys, not None
+        ([b"a" * 64, b"b" * 60, b"c" * 64], None, None, False),  # same padded size, other lengths
+        ([b"a" * 64, b"b" * 64], [b"k1", None], None, False),
+        ([b"a" * 64, b"b" * 63], [b"k", b"k1"], None, False),  # equal lengths, keys differ in size
+        ([b"z" * 4096] * 4, None, "zstd", False),
+        ([b"one"], None, None, True),
+    ],
+)
+def test_bulk_decoding_matches_the_record_views(
+    values: list[bytes], keys: list[bytes | None] | None, codec: str | None, fast: bool
+) -> None:
+    """The Subscriber's column-wise decoding of a DELIVER batch gives exactly the messages that
+    reading every record through a `Record` view gives, and declines batches it cannot read."""
+    from nanomq import record
+    from nanomq.client.subscriber import _decode_uniform
+
+    if codec is not None:
+        pytest.importorskip({"zstd": "zstandard", "lz4": "lz4"}[codec])
+    buf = bytearray(record.encode_batch(values, keys, timestamp_ns=list(range(len(values))), codec=codec))
+    record.stamp_offsets(buf, 1000)
+    data = bytes(buf)
+    record.validate_batch(data, 1000)
+    got = _decode_uniform(data, "t", 7)
+    if not fast:
+        assert got is None
+        return
+    assert got is not None
+    msgs, size = got
+    assert msgs == _messages_by_views(data, "t", 7)
+    assert all(type(m) is Message for m in msgs)
+    assert size * len(msgs) == len(data)
