@@ -131,6 +131,10 @@ class Driver:
     """Consumer processes the transport takes at once."""
     fanout = False
     """True: every consumer receives every message (pub/sub); False: each message goes to one consumer."""
+    sleep_between_sends = False
+    """True: the paced producer sleeps until shortly before each send instead of spinning, because
+    the transport's client has an I/O thread that needs the GIL between sends (a Python spin
+    holds it for the interpreter's whole switch interval, 5 ms)."""
 
     def setup(self, ctx: Any, size: int) -> None:
         """Create the shared parts (parent, before the processes start); ctx is a multiprocessing context."""

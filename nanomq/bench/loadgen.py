@@ -452,7 +452,17 @@ def run_throughput(
 # ------------------------------------------------------------------ latency ----
 
 
-def _lat_producer(end: Producer, *, rate: float, total: int, warmup: int, size: int, grace_ns: int) -> dict:
+# A polite producer (Driver.sleep_between_sends) sleeps until this close to a send's due time,
+# then spins with sleep(0), which gives the GIL to the client's own threads: a bare Python
+# spin would hold it for the interpreter's switch interval (5 ms) and starve them. Lateness
+# of the wake-up is in the send lag, and so in the latency.
+_SLEEP_ABOVE_NS = 200_000
+_SLEEP_MARGIN_NS = 100_000
+
+
+def _lat_producer(
+    end: Producer, *, rate: float, total: int, warmup: int, size: int, grace_ns: int, polite: bool = False
+) -> dict:
     lag = array("q", bytes(8 * total))
     pad = bytes(size - MIN_SIZE)
     pack = _HEAD.pack
@@ -465,6 +475,13 @@ def _lat_producer(end: Producer, *, rate: float, total: int, warmup: int, size: 
     for i in range(total):
         due = t0 + int(i * interval)
         now = _clock()
+        if polite:
+            if due - now > _SLEEP_ABOVE_NS:
+                time.sleep((due - now - _SLEEP_MARGIN_NS) / 1e9)
+                now = _clock()
+            while now < due:  # spin, but let the client's threads have the GIL
+                time.sleep(0)
+                now = _clock()
         while now < due:
             now = _clock()
         m = pack(due, i) + pad
@@ -638,7 +655,14 @@ def run_latency(
     """
     _check_size(size)
     warmup_n, total, grace, timeout = _schedule(rate, duration, warmup, timeout, at_least=2)
-    pkw = {"rate": rate, "total": total, "warmup": warmup_n, "size": size, "grace_ns": int(grace * 1e9)}
+    pkw = {
+        "rate": rate,
+        "total": total,
+        "warmup": warmup_n,
+        "size": size,
+        "grace_ns": int(grace * 1e9),
+        "polite": driver.sleep_between_sends,
+    }
     ckw = {"total": total, "warmup": warmup_n, "rate": rate}
     prod, cons = _run_pair(driver, size, (_lat_producer, pkw), (_lat_consumer, ckw), start_method, timeout)
     res = LatencyResult(

@@ -251,6 +251,7 @@ class BrokerDriver(Driver):
     max_producers = 64
     max_consumers = 64
     fanout = True  # subscribers without a group each receive every message
+    sleep_between_sends = True  # the client's I/O thread reads acks and frees in-flight room
 
     def __init__(
         self,
