@@ -474,19 +474,20 @@ def parse_error(frame: Frame) -> ErrorReply:
     return ErrorReply(code, message)
 
 
-def encode_ok(correlation_id: int) -> bytes:
-    """OK: empty body."""
-    return encode_header(Opcode.OK, correlation_id, 0)
+def _encode_empty(opcode: Opcode, doc: str):  # -> the encoder of a frame with an empty body
+    def encode(correlation_id: int) -> bytes:
+        return encode_header(opcode, correlation_id, 0)
+
+    encode.__doc__ = f"{opcode.name}: empty body. {doc}".rstrip()
+    return encode
 
 
-def encode_ping(correlation_id: int) -> bytes:
-    """PING: empty body; the broker answers PONG."""
-    return encode_header(Opcode.PING, correlation_id, 0)
-
-
-def encode_pong(correlation_id: int) -> bytes:
-    """PONG: empty body."""
-    return encode_header(Opcode.PONG, correlation_id, 0)
+encode_ok = _encode_empty(Opcode.OK, "")
+encode_ping = _encode_empty(Opcode.PING, "The broker answers PONG.")
+encode_pong = _encode_empty(Opcode.PONG, "")
+encode_list_topics = _encode_empty(Opcode.LIST_TOPICS, 'Reply INFO {"topics": [topic description, ...]}.')
+encode_list_groups = _encode_empty(Opcode.LIST_GROUPS, 'Reply INFO {"groups": [group description, ...]}.')
+encode_stats = _encode_empty(Opcode.STATS, "Reply INFO (broker statistics).")
 
 
 def parse_empty(frame: Frame, opcode: Opcode) -> None:
@@ -1082,21 +1083,6 @@ def _encode_name(opcode: Opcode, field: str):  # -> encoder, parser of a body th
 encode_delete_topic, parse_delete_topic = _encode_name(Opcode.DELETE_TOPIC, "topic")
 encode_describe_topic, parse_describe_topic = _encode_name(Opcode.DESCRIBE_TOPIC, "topic")
 encode_describe_group, parse_describe_group = _encode_name(Opcode.DESCRIBE_GROUP, "group")
-
-
-def encode_list_topics(correlation_id: int) -> bytes:
-    """LIST_TOPICS: empty body. Reply INFO {"topics": [topic description, ...]}."""
-    return encode_header(Opcode.LIST_TOPICS, correlation_id, 0)
-
-
-def encode_list_groups(correlation_id: int) -> bytes:
-    """LIST_GROUPS: empty body. Reply INFO {"groups": [group description, ...]}."""
-    return encode_header(Opcode.LIST_GROUPS, correlation_id, 0)
-
-
-def encode_stats(correlation_id: int) -> bytes:
-    """STATS: empty body. Reply INFO (broker statistics)."""
-    return encode_header(Opcode.STATS, correlation_id, 0)
 
 
 def encode_info(correlation_id: int, document: Mapping[str, Any]) -> bytes:
