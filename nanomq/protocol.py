@@ -27,7 +27,7 @@ import json
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from nanomq.errors import InvalidTopicNameError, ProtocolError
 
@@ -61,6 +61,7 @@ MAX_TOPIC_LENGTH = 249
 MAX_GROUP_LENGTH = 249
 MAX_STRING = 0xFFFF
 
+_T = TypeVar("_T")
 _HEADER = struct.Struct("<2sBBHHII")
 assert _HEADER.size == HEADER_SIZE
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
@@ -382,6 +383,15 @@ def _str(value: str | bytes, field: str) -> bytes:
     return _U16.pack(len(data)) + data
 
 
+def _parse_fixed(frame: Frame, opcode: Opcode, layout: struct.Struct, cls: type[_T]) -> _T:
+    """The body of an `opcode` frame that is exactly `layout`, as a `cls` NamedTuple."""
+    _expect(frame, opcode)
+    r = _Reader(frame, opcode.name)
+    value = cls(*r.take(layout))
+    r.done()
+    return value
+
+
 def _expect(frame: Frame, opcode: Opcode) -> None:
     if frame.opcode != opcode:
         raise ProtocolError(
@@ -562,11 +572,7 @@ def encode_publish_ack(correlation_id: int, partition: int, count: int, base_off
 
 
 def parse_publish_ack(frame: Frame) -> PublishAck:
-    _expect(frame, Opcode.PUBLISH_ACK)
-    r = _Reader(frame, "PUBLISH_ACK")
-    ack = PublishAck(*r.take(_PUBLISH_ACK))
-    r.done()
-    return ack
+    return _parse_fixed(frame, Opcode.PUBLISH_ACK, _PUBLISH_ACK, PublishAck)
 
 
 # ------------------------------------------------------------ fetch / push ----
@@ -720,11 +726,7 @@ def encode_subscribed(
 
 
 def parse_subscribed(frame: Frame) -> Subscribed:
-    _expect(frame, Opcode.SUBSCRIBED)
-    r = _Reader(frame, "SUBSCRIBED")
-    s = Subscribed(*r.take(_SUBSCRIBED))
-    r.done()
-    return s
+    return _parse_fixed(frame, Opcode.SUBSCRIBED, _SUBSCRIBED, Subscribed)
 
 
 class Credit(NamedTuple):
