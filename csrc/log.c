@@ -9,7 +9,7 @@
  * records runs at a few MB/s. The search past a damaged record for the next valid one
  * tries every 8-byte position, which only a C loop can do at disk speed.
  *
- * The segment file (little-endian; docs/notes/log.md has the byte drawings):
+ * The segment file (little-endian; docs/FORMAT.md has the byte drawings):
  *
  *   0    +------------------------------------------------------------------+
  *        | magic "NMQSEG01" | version u32 | header_bytes u32 (64)             |

@@ -1,4 +1,4 @@
-"""The segmented write-ahead log: `Log.open(path)`, append, read, sync (docs/notes/log.md)."""
+"""The segmented write-ahead log: `Log.open(path)`, append, read, sync (docs/ARCHITECTURE.md)."""
 
 from nanomq.log.log import Log, LogSlice, LogStats, RecoveryReport
 from nanomq.log.recovery import Damage, TruncatedTail

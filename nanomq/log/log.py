@@ -1,4 +1,4 @@
-"""The segmented write-ahead log: append, read, sync, recover, retain (docs/notes/log.md).
+"""The segmented write-ahead log: append, read, sync, recover, retain (docs/ARCHITECTURE.md, docs/FORMAT.md).
 
 The active segment is preallocated (posix_fallocate) and mapped; one append is one C call
 that encodes, checksums, copies and stamps the record into the mapping and adds its index

@@ -1,4 +1,4 @@
-"""Segment files, their sparse index files and the recovery checkpoint (docs/notes/log.md).
+"""Segment files, their sparse index files and the recovery checkpoint (docs/ARCHITECTURE.md, docs/FORMAT.md).
 
 A segment file is `<base offset, 20 digits>.log`: a 64-byte header, then records in the
 record format. The sparse index `<base>.index` is a cache of (offset, position) pairs,
