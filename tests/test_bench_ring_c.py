@@ -1,8 +1,7 @@
 """ring_c (the C loops of csrc/bench.c) in the harness: per-second histograms and send lag.
 
-With nmq_bench_stream_series in the C core, a paced ring_c run writes one .hlog interval per
-second of its schedule (warm-up included) and a send-lag histogram, like the Python drivers;
-without it (an older core) the run record says what is missing.
+A paced ring_c run (nmq_bench_stream_series in csrc/bench.c) writes one .hlog interval per
+second of its schedule (warm-up included) and a send-lag histogram, like the Python drivers.
 """
 
 from __future__ import annotations
@@ -14,10 +13,6 @@ import pytest
 from nanomq.bench import drivers, runner
 from nanomq.bench.experiment import parse_experiment
 from nanomq.bench.records import read_hlog
-
-series = pytest.mark.skipif(
-    not drivers.c_series_available(), reason="csrc/bench.c has no nmq_bench_stream_series"
-)
 
 
 def _paced_run(tmp_path: Path) -> dict:
@@ -33,7 +28,6 @@ def _paced_run(tmp_path: Path) -> dict:
     return runner.run(run.spec(), tmp_path, quiet=True)
 
 
-@series
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_paced_c_stream_counts_every_message_per_second_and_its_lag(mode: str) -> None:
     r = drivers.c_stream(
@@ -55,7 +49,6 @@ def test_paced_c_stream_counts_every_message_per_second_and_its_lag(mode: str) -
     assert r.start_ns is not None and r.start_ns > 0
 
 
-@series
 def test_a_paced_ring_c_run_writes_per_second_intervals_and_send_lag(tmp_path: Path) -> None:
     record = _paced_run(tmp_path)
     assert record["status"] in ("OK", "FAILED") and record["counts"]["lost"] == 0
@@ -65,15 +58,6 @@ def test_a_paced_ring_c_run_writes_per_second_intervals_and_send_lag(tmp_path: P
     assert [iv.histogram.get_total_count() for iv in latency] == [10_000, 7_000]  # warm-up included
     lag = read_hlog(tmp_path / "send_lag.hlog")
     assert (lag[0].start_s, lag[0].end_s) == (0.0, 1.0) and len(lag) == len(latency)
-
-
-@pytest.mark.skipif(drivers.c_series_available(), reason="this C core has nmq_bench_stream_series")
-def test_without_the_c_series_a_ring_c_record_says_what_it_lacks(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="nmq_bench_stream_series"):
-        drivers.c_stream(count=10, rate=1000.0, record_latency=True, series=True)
-    record = _paced_run(tmp_path)
-    assert record["latency"]["intervals"] == "measured window (no per-second data)"
-    assert any("no send lag" in note for note in record["notes"])
 
 
 def test_series_need_a_paced_run() -> None:

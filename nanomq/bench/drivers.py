@@ -43,7 +43,6 @@ __all__ = [
     "StallDriver",
     "ZmqDriver",
     "c_pingpong",
-    "c_series_available",
     "c_stream",
     "faster_fifo_available",
     "make_driver",
@@ -762,12 +761,6 @@ def _series_results(series: dict[str, Any], intervals: int) -> dict[str, Any]:
     }
 
 
-def c_series_available() -> bool:
-    """True when the C core counts per-second histograms and send lag of paced streams
-    (nmq_bench_stream_series, csrc/bench.c)."""
-    return hasattr(lib, "nmq_bench_stream_series")
-
-
 def c_pingpong(
     *,
     mode: str = "threads",
@@ -812,15 +805,13 @@ def c_stream(
 
     With record_latency (size >= 16) the histogram holds one-way latency from the send
     stamp; with rate > 0 (batch 1) the producer is paced and stamps the intended time.
-    With series (paced only, and c_series_available()) the result also holds the send
-    lag and per-second latency and lag histograms of the whole schedule.
+    With series (paced only) the result also holds the send lag and per-second latency and
+    lag histograms of the whole schedule (nmq_bench_stream_series).
     """
     intervals = 0
     if series:
         if rate <= 0:
             raise ValueError(f"series need a paced run (rate > 0), not rate {rate}")
-        if not c_series_available():
-            raise NotImplementedError("this build's csrc/bench.c has no nmq_bench_stream_series")
         intervals = max(1, math.ceil((count + warmup) / rate))
     return _c_run(
         lib.nmq_bench_stream,

@@ -271,7 +271,6 @@ def _c_loops(params: dict[str, Any], sampler: ProcessSampler) -> dict[str, Any]:
         count = max(2, int(rate * params["duration_s"]))
         warmup = int(rate * params["warmup_s"])
         timeout = params["duration_s"] + params["warmup_s"] + 60
-        series = drivers.c_series_available()
         r = drivers.c_stream(
             count=count,
             warmup=warmup,
@@ -279,10 +278,10 @@ def _c_loops(params: dict[str, Any], sampler: ProcessSampler) -> dict[str, Any]:
             record_latency=True,
             rate=rate,
             timeout=timeout,
-            series=series,
+            series=True,
             **base,
         )
-        kind = {"kind": "c_stream", "rate": rate, "series": series}
+        kind = {"kind": "c_stream", "rate": rate, "series": True}
     sent = count + warmup
     reasons = []
     if r.seq_errors:
@@ -426,11 +425,6 @@ def run(spec: dict[str, Any], out_dir: str | Path, *, quiet: bool = False) -> di
         record["notes"].append(
             "ring_c closed loop: one histogram for the measured window (one .hlog interval)"
         )
-    elif driver is None and not _c_series():
-        record["notes"].append(
-            "ring_c: one histogram for the measured window (the .hlog has one interval) and no send lag: "
-            "this build's csrc/bench.c has no nmq_bench_stream_series"
-        )
     ignored = _ignored_parameters(params)
     if ignored:
         record["notes"].append(f"{params['transport']} does not use: {', '.join(ignored)}")
@@ -505,12 +499,6 @@ def run(spec: dict[str, Any], out_dir: str | Path, *, quiet: bool = False) -> di
         record[metric] = metric_summary(h, hlog=fname, dropped=m.get(f"{metric}_dropped", 0))
         record[metric]["intervals"] = how
     return _finish(record, out, t0, quiet)
-
-
-def _c_series() -> bool:
-    from nanomq.bench import drivers
-
-    return drivers.c_series_available()
 
 
 def _ignored_parameters(params: dict[str, Any]) -> list[str]:
