@@ -27,7 +27,7 @@ from nanomq import protocol as P
 from nanomq import record
 from nanomq.client import Message
 from nanomq.client import Subscriber as _SyncSubscriber
-from nanomq.client._conn import make_ssl_context
+from nanomq.client._conn import Handshake, make_ssl_context
 from nanomq.client._errors import error_from_frame, unreachable
 from nanomq.client._util import format_address, parse_address
 from nanomq.client.publisher import _batch_size, parse_acks
@@ -75,32 +75,19 @@ class _Connection:
         except (OSError, TimeoutError) as exc:
             raise unreachable(self.address, exc) from exc
         self.writer = writer
-        if isinstance(auth_token, str):
-            auth_token = auth_token.encode()
-        decoder = P.FrameDecoder()
+        hs = Handshake(self.address, client_id, auth_token)
         try:
-            writer.write(P.encode_hello(0, client_id, auth_token))
+            writer.write(hs.hello)
             frame = None
             while frame is None:
-                data = await asyncio.wait_for(reader.read(65536), timeout)
-                if not data:
-                    raise ConnectionLostError(
-                        f"broker at {self.address} closed the connection during the handshake"
-                    )
-                frames = decoder.feed(data)
-                if frames:
-                    frame = frames[0]
+                frame = hs.feed(await asyncio.wait_for(reader.read(65536), timeout))
+            self.welcome = hs.welcome(frame)
         except TimeoutError as exc:
             writer.close()
             raise unreachable(self.address, exc, what=f"no handshake reply within {timeout} s") from exc
         except BaseException:
             writer.close()
             raise
-        err = error_from_frame(frame)
-        if err is not None:
-            writer.close()
-            raise err
-        self.welcome = P.parse_welcome(frame)
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_loop(reader, P.FrameDecoder(max_frame=self.welcome.max_frame))
         )

@@ -45,6 +45,33 @@ def make_ssl_context(tls: bool | ssl.SSLContext | None) -> ssl.SSLContext | None
     raise TypeError(f"tls must be None, True or an ssl.SSLContext, not {type(tls).__name__}")
 
 
+class Handshake:
+    """The client's side of HELLO → WELCOME without the I/O, shared by the blocking and the
+    asyncio connections: send `hello`, `feed` what arrives until it returns a frame, then
+    `welcome(frame)` gives the broker's limits or raises the error it answered with."""
+
+    def __init__(self, address: str, client_id: str | None, auth_token: str | bytes | None) -> None:
+        if isinstance(auth_token, str):
+            auth_token = auth_token.encode()
+        self.address = address
+        self.hello = P.encode_hello(0, client_id or "", auth_token)
+        self._decoder = P.FrameDecoder()
+
+    def feed(self, data: bytes) -> P.Frame | None:
+        """The broker's reply once it is whole (None until then); b"" means it hung up."""
+        if not data:
+            raise ConnectionLostError(f"broker at {self.address} closed the connection during the handshake")
+        frames = self._decoder.feed(data)
+        return frames[0] if frames else None
+
+    def welcome(self, frame: P.Frame) -> P.Welcome:
+        """The WELCOME's limits, or the broker's ERROR raised as its exception."""
+        err = error_from_frame(frame)
+        if err is not None:
+            raise err
+        return P.parse_welcome(frame)
+
+
 class Connection:
     """A handshaken connection; `request()` sends a frame and returns the future of its reply."""
 
@@ -107,33 +134,20 @@ class Connection:
     def _handshake(
         self, sock: socket.socket, client_id: str | None, auth_token: str | bytes | None, timeout: float
     ) -> Any:
-        if isinstance(auth_token, str):
-            auth_token = auth_token.encode()
+        hs = Handshake(self.address, client_id, auth_token)
         sock.settimeout(timeout)
-        hello = P.encode_hello(0, client_id or "", auth_token)
-        decoder = P.FrameDecoder()
         try:
-            sock.sendall(hello)
+            sock.sendall(hs.hello)
             frame = None
             while frame is None:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionLostError(
-                        f"broker at {self.address} closed the connection during the handshake"
-                    )
-                frames = decoder.feed(data)
-                if frames:
-                    frame = frames[0]
+                frame = hs.feed(sock.recv(65536))
         except TimeoutError as exc:
             raise unreachable(self.address, exc, what=f"no handshake reply within {timeout} s") from exc
         except OSError as exc:
             if isinstance(exc, ConnectionLostError):
                 raise
             raise unreachable(self.address, exc) from exc
-        err = error_from_frame(frame)
-        if err is not None:
-            raise err
-        welcome = P.parse_welcome(frame)
+        welcome = hs.welcome(frame)
         self._decoder = P.FrameDecoder(max_frame=welcome.max_frame)
         return welcome
 
