@@ -120,7 +120,8 @@ class BatchColumns(NamedTuple):
     timestamps: array | None  # array('q'), one per record; None: one time for all
 
 
-def _nbytes(buf: bytes | bytearray | memoryview) -> int:
+def nbytes(buf: bytes | bytearray | memoryview) -> int:
+    """Bytes in a buffer (len() of a memoryview or an array counts items, not bytes)."""
     return len(buf) if type(buf) is bytes else memoryview(buf).nbytes
 
 
@@ -148,14 +149,14 @@ def batch_columns(
     except OverflowError:  # a length of 2**32 or more: measured one by one below
         sizes = array("I")
     if len(sizes) != n or sum(sizes) != len(joined):  # a buffer whose len() is not its bytes
-        sizes = [_nbytes(v) for v in values]
+        sizes = [nbytes(v) for v in values]
     if n and max(sizes) > MAX_PAYLOAD:
         big = max(range(n), key=sizes.__getitem__)
         raise errors.PayloadTooLargeError(sizes[big], MAX_PAYLOAD, what=f"payload of record {big}")
     key_lens = None
     key_bytes = b""
     if keys is not None:
-        key_lens = array("i", [-1 if k is None else _nbytes(k) for k in keys])
+        key_lens = array("i", [-1 if k is None else nbytes(k) for k in keys])
         if n and max(key_lens) > MAX_KEY:
             big = max(range(n), key=key_lens.__getitem__)
             raise errors.PayloadTooLargeError(key_lens[big], MAX_KEY, what=f"key of record {big}")
@@ -330,7 +331,7 @@ def scan(
     res = ffi.new("nmq_scan_result *")
     lib.nmq_record_scan(
         ffi.from_buffer(buf),
-        len(buf) if not isinstance(buf, memoryview) else buf.nbytes,
+        nbytes(buf),
         -1 if first_offset is None else first_offset,
         max_records or 0,
         res,
@@ -343,20 +344,19 @@ def validate_batch(buf: bytes | bytearray | memoryview, first_offset: int | None
 
     Raises CorruptRecordError naming the byte position, the expected offset and the reason.
     """
-    count, nbytes, status = scan(buf, first_offset)
+    count, size, status = scan(buf, first_offset)
     if status is not ScanStatus.END:
         reason, text = _REASON[status]
         expected = None if first_offset is None else first_offset + count
-        where = f"record {count} at byte {nbytes}" + ("" if expected is None else f" (offset {expected})")
-        raise errors.CorruptRecordError(f"{where}: {text}", position=nbytes, offset=expected, reason=reason)
-    return BatchInfo(count, nbytes)
+        where = f"record {count} at byte {size}" + ("" if expected is None else f" (offset {expected})")
+        raise errors.CorruptRecordError(f"{where}: {text}", position=size, offset=expected, reason=reason)
+    return BatchInfo(count, size)
 
 
 def stamp_offsets(buf: bytearray | memoryview, first_offset: int) -> int:
     """Write offsets first_offset, first_offset + 1, ... into the validated records of a
     writable buffer (one 8-byte store each; checksums stay valid). Returns the count."""
-    nbytes = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
-    rc = lib.nmq_record_stamp(ffi.from_buffer(buf, require_writable=True), nbytes, first_offset)
+    rc = lib.nmq_record_stamp(ffi.from_buffer(buf, require_writable=True), nbytes(buf), first_offset)
     if rc < 0:
         raise errors.CorruptRecordError(
             "record lengths do not tile the buffer: validate it first", reason="short"
@@ -454,9 +454,9 @@ class Record:
 def iter_records(buf: bytes | bytearray | memoryview) -> Iterator[Record]:
     """Record views over a buffer of validated records, in order."""
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
-    nbytes = view.nbytes
+    end = view.nbytes
     pos = 0
-    while pos < nbytes:
+    while pos < end:
         rec = Record(view, pos)
         yield rec
         pos += (rec._h[2] + 7) & ~7

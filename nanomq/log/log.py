@@ -23,7 +23,7 @@ from nanomq import errors
 from nanomq._ffi import ffi, lib
 from nanomq.log import segment as sg
 from nanomq.log.recovery import Damage, SegmentScan, TruncatedTail, header_ok, scan_file
-from nanomq.record import MAX_KEY, MAX_PAYLOAD, Record, batch_columns, iter_records, validate_batch
+from nanomq.record import MAX_KEY, MAX_PAYLOAD, Record, batch_columns, iter_records, nbytes, validate_batch
 
 __all__ = ["Log", "LogSlice", "LogStats", "RecoveryReport"]
 
@@ -85,10 +85,6 @@ def _fsync_policy(fsync: str) -> str:
     if fsync not in ("always", "interval", "never"):
         raise ValueError(f"fsync policy {fsync!r} is not one of 'always', 'interval', 'never'")
     return fsync
-
-
-def _data_len(buf: bytes | bytearray | memoryview) -> int:
-    return buf.nbytes if isinstance(buf, memoryview) else len(buf)
 
 
 class Log:
@@ -586,7 +582,7 @@ class Log:
         not now (call sync() later), True before returning. validated=True skips the
         validation for a caller that has just run `record.validate_batch` on these very
         bytes (the broker does, to enforce its own limits): each CRC is checked once."""
-        nbytes = _data_len(buf)
+        size = nbytes(buf)
         if not validated:
             validate_batch(buf)
         src = ffi.from_buffer(buf)
@@ -594,15 +590,15 @@ class Log:
         with self._lock:
             first = self._next_locked()
             pos = 0
-            while pos < nbytes:
-                rc = lib.nmq_seg_append_encoded(self._w, src + pos, nbytes - pos, consumed)
+            while pos < size:
+                rc = lib.nmq_seg_append_encoded(self._w, src + pos, size - pos, consumed)
                 if rc == lib.NMQ_ECLOSED:
                     self._check_open()
                 if rc == lib.NMQ_LOG_FULL:
                     self._roll()
                     continue
                 pos += consumed[0]
-                if pos < nbytes:
+                if pos < size:
                     if rc == 0 and self._room_empty():
                         raise errors.NanoMQError("a record does not fit in an empty segment")
                     self._roll()
