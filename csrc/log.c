@@ -67,7 +67,7 @@ struct nmq_seg {
     uint64_t index_cap;
     uint64_t index_pos;    /* position of the last entry */
     uint64_t populated;    /* [pos, populated) was pre-written with zeros */
-    uint8_t *scratch;      /* non-NULL: single appends are encoded here and pwrite()n */
+    uint8_t *scratch;      /* non-NULL (pwrite mode): appends are encoded here and pwrite()n */
 };
 
 /* First touch of a page of a fallocated file through the mapping costs ≈ 6-10 µs here
@@ -311,8 +311,8 @@ int nmq_seg_attach(nmq_seg *s, int fd, uint64_t size, uint64_t base_offset, uint
     s->base_offset = base_offset;
     s->next_offset = next_offset;
     s->max_timestamp = max_timestamp;
-    s->populate = 1;
-    s->populated = pos; /* never before pos: the records there are live */
+    s->populate = !s->scratch; /* pwrite mode never stores through the mapping */
+    s->populated = pos;         /* never before pos: the records there are live */
     populate_to(s, pos);
     s->attached = 1;
 out:
@@ -382,6 +382,50 @@ static inline void put_record(nmq_seg *s, const uint8_t *value, uint32_t vlen, c
     advance(s, align8(REC_HDR + kl + vlen), ts);
 }
 
+/* pwrite mode: the whole of [buf, buf + len) at file position at, or NMQ_LOG_EIO. */
+static int pwrite_all(nmq_seg *s, const uint8_t *buf, uint64_t len, uint64_t at) {
+    while (len) {
+        ssize_t w = pwrite(s->fd, buf, len, (off_t)at);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return nmq_set_error(NMQ_LOG_EIO, "pwrite of %llu bytes at %llu failed: %s", (unsigned long long)len,
+                                 (unsigned long long)at, w < 0 ? strerror(errno) : "no progress");
+        buf += w;
+        len -= (uint64_t)w;
+        at += (uint64_t)w;
+    }
+    return NMQ_OK;
+}
+
+/* pwrite mode encodes a batch into scratch, SCRATCH_BYTES at a time (one record always
+ * fits), and writes each chunk with one pwrite. Until a chunk is written its records are
+ * only counted; a failed write takes the count back to the chunk's start. */
+#define SCRATCH_BYTES (1u << 20)
+_Static_assert(SCRATCH_BYTES >= ((REC_HDR + REC_MAX_KEY + REC_MAX_RAW + 7) & ~7u), "a record fits in scratch");
+
+typedef struct {
+    uint64_t pos, next_offset, index_count, index_pos;
+    int64_t max_timestamp;
+} seg_mark;
+
+static inline seg_mark seg_save(const nmq_seg *s) {
+    return (seg_mark){s->pos, s->next_offset, s->index_count, s->index_pos, s->max_timestamp};
+}
+
+/* Write the chunk begun at mark m (used bytes of scratch); on failure undo its records. */
+static int flush_chunk(nmq_seg *s, const seg_mark *m, uint64_t used) {
+    if (!used) return NMQ_OK;
+    int rc = pwrite_all(s, s->scratch, used, m->pos);
+    if (rc != NMQ_OK) {
+        s->pos = m->pos;
+        s->next_offset = m->next_offset;
+        s->index_count = m->index_count;
+        s->index_pos = m->index_pos;
+        s->max_timestamp = m->max_timestamp;
+    }
+    return rc;
+}
+
 int64_t nmq_seg_append(nmq_seg *s, const void *value, uint32_t vlen, const void *key, int32_t klen, int64_t ts,
                        int32_t ts_now, uint64_t producer_id, uint64_t sequence) {
     if (NMQ_UNLIKELY(vlen > REC_MAX_RAW || klen > (int32_t)REC_MAX_KEY)) return NMQ_ETOOBIG;
@@ -398,10 +442,8 @@ int64_t nmq_seg_append(nmq_seg *s, const void *value, uint32_t vlen, const void 
          * write-protected the page would take a write fault per append; a pwrite of the
          * encoded record costs less beside the fdatasync that follows anyway. */
         encode_at(s, s->scratch, value, vlen, key, klen, ts, producer_id, sequence);
-        if (pwrite(s->fd, s->scratch, size, (off_t)s->pos) != (ssize_t)size) {
-            rc = nmq_set_error(NMQ_LOG_EIO, "pwrite of %llu bytes at %llu failed: %s", (unsigned long long)size,
-                               (unsigned long long)s->pos, strerror(errno));
-        } else {
+        rc = pwrite_all(s, s->scratch, size, s->pos);
+        if (rc == NMQ_OK) {
             rc = (int64_t)s->next_offset;
             advance(s, size, ts);
         }
@@ -418,7 +460,7 @@ int nmq_seg_set_pwrite(nmq_seg *s, int on) {
     pthread_mutex_lock(&s->mu);
     int rc = NMQ_OK;
     if (on && !s->scratch) {
-        s->scratch = malloc(align8(REC_HDR + REC_MAX_KEY + REC_MAX_RAW));
+        s->scratch = malloc(SCRATCH_BYTES);
         if (!s->scratch) rc = nmq_set_error(NMQ_ENOMEM, "out of memory for the pwrite buffer");
     } else if (!on) {
         free(s->scratch);
@@ -449,17 +491,33 @@ int64_t nmq_seg_append_values(nmq_seg *s, const void *values, const uint32_t *vl
         return NMQ_LOG_FULL;
     }
     uint32_t i = 0;
+    int64_t rc = 0;
+    seg_mark mark = seg_save(s);
+    uint64_t used = 0;
     for (; i < n; i++) {
         int32_t kl = klens ? klens[i] : -1;
         uint64_t size = align8(REC_HDR + (kl < 0 ? 0 : (uint32_t)kl) + vlens[i]);
         if (s->pos + size > s->size) break;
-        if (NMQ_UNLIKELY(s->pos + size > s->populated)) populate_to(s, s->pos + size);
-        put_record(s, v, vlens[i], k, kl, timestamps ? timestamps[i] : ts, producer_id, first_sequence + i);
+        int64_t rts = timestamps ? timestamps[i] : ts;
+        if (s->scratch) {
+            if (used + size > SCRATCH_BYTES) {
+                if ((rc = flush_chunk(s, &mark, used)) != NMQ_OK) break;
+                mark = seg_save(s);
+                used = 0;
+            }
+            encode_at(s, s->scratch + used, v, vlens[i], k, kl, rts, producer_id, first_sequence + i);
+            advance(s, size, rts);
+            used += size;
+        } else {
+            if (NMQ_UNLIKELY(s->pos + size > s->populated)) populate_to(s, s->pos + size);
+            put_record(s, v, vlens[i], k, kl, rts, producer_id, first_sequence + i);
+        }
         v += vlens[i];
         if (kl > 0) k += kl;
     }
+    if (s->scratch && rc == NMQ_OK) rc = flush_chunk(s, &mark, used);
     pthread_mutex_unlock(&s->mu);
-    return i;
+    return rc != NMQ_OK ? rc : i; /* NMQ_LOG_EIO: the records before the failed chunk are written */
 }
 
 int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64_t *consumed) {
@@ -482,25 +540,42 @@ int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64
         if (pos + size > room) break;
         pos += size;
     }
-    if (s->pos + pos > s->populated) populate_to(s, s->pos + pos);
-    if (pos) memcpy(s->map + s->pos, b, pos);
-    uint64_t p = 0;
-    while (p < pos) {
-        uint8_t *r = s->map + s->pos;
-        uint64_t size = align8(ld32(r + 12));
-        st64(r, s->next_offset);
+    uint64_t start = s->pos;
+    seg_mark mark = seg_save(s);
+    uint8_t *dst = s->map + s->pos; /* where the next record's copy is stamped */
+    if (!s->scratch) {
+        if (s->pos + pos > s->populated) populate_to(s, s->pos + pos);
+        if (pos) memcpy(dst, b, pos);
+    }
+    int rc = NMQ_OK;
+    uint64_t used = 0;
+    for (uint64_t p = 0; p < pos;) {
+        uint64_t size = align8(ld32(b + p + 12));
+        if (s->scratch) { /* pwrite mode: copy and stamp up to SCRATCH_BYTES, then write them */
+            if (used + size > SCRATCH_BYTES) {
+                if ((rc = flush_chunk(s, &mark, used)) != NMQ_OK) break;
+                mark = seg_save(s);
+                used = 0;
+            }
+            dst = s->scratch + used;
+            memcpy(dst, b + p, size);
+            used += size;
+        }
+        st64(dst, s->next_offset);
         index_add(s->index, s->index_cap, &s->index_count, &s->index_pos, s->next_offset - s->base_offset, s->pos,
                   s->interval);
-        int64_t ts = (int64_t)ld64(r + 32);
+        int64_t ts = (int64_t)ld64(dst + 32);
         if (ts > s->max_timestamp) s->max_timestamp = ts;
         s->pos += size;
         s->next_offset++;
+        dst += size;
         p += size;
         n++;
     }
+    if (s->scratch && rc == NMQ_OK) rc = flush_chunk(s, &mark, used);
+    *consumed = s->pos - start; /* NMQ_LOG_EIO: the records before the failed chunk are written */
     pthread_mutex_unlock(&s->mu);
-    *consumed = pos;
-    return (int64_t)n;
+    return rc != NMQ_OK ? rc : (int64_t)n;
 }
 
 /* ---- segment header ---- */

@@ -377,8 +377,10 @@ void nmq_seg_get_info(nmq_seg *s, nmq_seg_info *info);
 uint64_t nmq_seg_copy_index(nmq_seg *s, uint32_t *out, uint64_t max_entries);
 /* nmq_log_index_floor() on the writer's index; -2 when its segment is not base_offset's. */
 int64_t nmq_seg_index_floor(nmq_seg *s, uint64_t base_offset, uint64_t rel, uint64_t *rel_out);
-/* on: single appends are encoded into a buffer and written with pwrite() instead of stores
- * into the mapping (for fsync="always": no write fault per append after each fdatasync). */
+/* on (before the first attach): appends of every kind are encoded into a 1 MiB buffer and
+ * written with one pwrite() per buffer instead of stores into the mapping, and nothing is
+ * pre-written ahead of the records (for fsync="always": no write fault per append after each
+ * fdatasync, and no zeros for each fdatasync to flush). */
 int nmq_seg_set_pwrite(nmq_seg *s, int on);
 /* Encode one record (klen -1: no key; ts_now: stamp CLOCK_REALTIME) with the next offset
  * into the segment. Returns the offset, NMQ_LOG_FULL (nothing written), NMQ_ECLOSED (no
@@ -389,11 +391,14 @@ int64_t nmq_seg_append(nmq_seg *s, const void *value, uint32_t vlen, const void 
  * klens NULL: no keys), timestamps per record (NULL: ts or now). All lengths are checked
  * first (NMQ_ETOOBIG, nothing written). A batch that fits in an empty segment but not in
  * the room left gets NMQ_LOG_FULL (nothing written: it is never split); a larger one is
- * written as far as it fits. Returns how many records were written (a prefix). */
+ * written as far as it fits. Returns how many records were written (a prefix), or
+ * NMQ_LOG_EIO (pwrite mode) when a write failed: the records before the failed 1 MiB
+ * chunk are written, the rest not (the caller treats the log as failed). */
 int64_t nmq_seg_append_values(nmq_seg *s, const void *values, const uint32_t *vlens, const void *keys,
                               const int32_t *klens, uint32_t n, const int64_t *timestamps, int64_t ts,
                               int32_t ts_now, uint64_t producer_id, uint64_t first_sequence);
 /* Copy the prefix of whole records of buf (validated by nmq_record_scan) that fits,
- * stamping offsets; *consumed = its bytes. Returns the record count, NMQ_ECLOSED, or
- * NMQ_LOG_FULL when buf fits in an empty segment but not in the room left. */
+ * stamping offsets; *consumed = its bytes. Returns the record count, NMQ_ECLOSED,
+ * NMQ_LOG_FULL when buf fits in an empty segment but not in the room left, or NMQ_LOG_EIO
+ * (pwrite mode: *consumed = the bytes written before the failed chunk). */
 int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64_t *consumed);

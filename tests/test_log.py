@@ -6,6 +6,7 @@ Real files in real directories; other processes are real subprocesses.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -432,3 +433,54 @@ def test_append_batch_measures_buffers_in_bytes(tmp_path) -> None:
             (array("H", [7]).tobytes(), words.tobytes()),
             (None, b"x"),
         ]
+
+
+@pytest.mark.parametrize("kind", ["append", "append_batch", "append_encoded"])
+def test_a_failed_write_stops_appends_and_loses_nothing_acknowledged(logdir: Path, kind: str) -> None:
+    # fsync="always" writes with pwrite(); point the segment's fd at a read-only descriptor of
+    # the same file, so the kernel refuses the write (EBADF).
+    log = Log.open(logdir, fsync="always")
+    log.append_batch([b"acked-0", b"acked-1"])
+    active = log._active
+    assert active is not None
+    ro = os.open(active.path, os.O_RDONLY)
+    saved = os.dup(active.fd)
+    os.dup2(ro, active.fd)
+    os.close(ro)
+    try:
+        with pytest.raises(errors.LogFailedError, match=r"pwrite of .* failed") as exc:
+            if kind == "append":
+                log.append(b"lost")
+            elif kind == "append_batch":
+                log.append_batch([b"lost-a", b"lost-b"])
+            else:
+                log.append_encoded(encode_batch([b"lost-a", b"lost-b"]))
+        assert exc.value.durable_offset == 2
+        assert log.next_offset == 2  # nothing of the failed write is counted
+        with pytest.raises(errors.LogFailedError):
+            log.append(b"refused")
+        assert log.stats().failed
+    finally:
+        os.dup2(saved, active.fd)
+        os.close(saved)
+        log.close()
+    with Log.open(logdir) as log:
+        assert [r.value for r in log.read()] == [b"acked-0", b"acked-1"]
+        assert log.append(b"again") == 2  # a fresh open appends again
+
+
+def test_batches_larger_than_the_write_buffer_are_written_whole(logdir: Path) -> None:
+    # fsync="always" encodes into a 1 MiB buffer and writes it per MiB: batches of several MiB
+    # cross those chunks (and a segment roll) and must come back byte for byte.
+    rng = random.Random(7)
+    values = [rng.randbytes(rng.randrange(30_000, 65_536)) for _ in range(70)]
+    with Log.open(logdir, fsync="always", segment_bytes=3 << 20) as log:
+        assert log.append_batch(values[:40], keys=[b"k%d" % i for i in range(40)]) == 0
+        assert log.append_encoded(encode_batch(values[40:])) == (40, 70)
+        assert log.durable_offset == 70
+        assert log.stats().segments >= 2
+    with Log.open(logdir) as log:
+        recs = list(log.read())
+        assert [r.value for r in recs] == values
+        assert [r.offset for r in recs] == list(range(70))
+        assert [r.key for r in recs[:40]] == [b"k%d" % i for i in range(40)]

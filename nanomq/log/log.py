@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, NoReturn
 
 from nanomq import errors
 from nanomq._ffi import ffi, lib
@@ -442,7 +442,7 @@ class Log:
         """Raise if the log is failed or closed (lock held)."""
         if self._failed is not None:
             raise errors.LogFailedError(
-                f"log {self.path} refuses appends after a failed sync ({self._failed}); records "
+                f"log {self.path} refuses appends after a failed write or sync ({self._failed}); records "
                 f"{self._durable}..{self._next_locked() - 1} are not durable",
                 durable_offset=self._durable,
                 next_offset=self._next_locked(),
@@ -495,9 +495,7 @@ class Log:
                     self._check_open()
                     raise errors.LogClosedError(f"log {self.path} has no active segment")
                 elif off == lib.NMQ_LOG_EIO:
-                    e = OSError(ffi.string(lib.nmq_last_error()).decode())
-                    self._fail(e)
-                    self._check_open()
+                    self._write_failed()
                 else:
                     raise errors.NanoMQError(f"append failed with status {off}")
 
@@ -555,6 +553,8 @@ class Log:
                 if rc == lib.NMQ_LOG_FULL:
                     self._roll()
                     continue
+                if rc == lib.NMQ_LOG_EIO:
+                    self._write_failed()
                 if rc < 0:
                     raise errors.NanoMQError(f"append_batch failed with status {rc}")
                 if rc:
@@ -597,6 +597,8 @@ class Log:
                 if rc == lib.NMQ_LOG_FULL:
                     self._roll()
                     continue
+                if rc == lib.NMQ_LOG_EIO:
+                    self._write_failed()
                 pos += consumed[0]
                 if pos < size:
                     if rc == 0 and self._room_empty():
@@ -646,6 +648,12 @@ class Log:
             self._checkpoint(new.base)
         if self.retention_bytes is not None or self.retention_ms is not None:
             self._retain()
+
+    def _write_failed(self) -> NoReturn:
+        """The C writer's pwrite failed: fail the log and raise LogFailedError (lock held)."""
+        self._fail(OSError(ffi.string(lib.nmq_last_error()).decode()))
+        self._check_open()
+        raise AssertionError("unreachable: the log is failed")  # pragma: no cover
 
     def _fail(self, e: BaseException) -> None:
         """A sync failed: refuse appends from now on (lock held)."""
