@@ -218,6 +218,78 @@ def test_on_delivery_runs_on_the_io_thread_without_polling(nmq: BrokerProcess) -
     assert {name for _, _, name in seen} != {threading.current_thread().name}
 
 
+def test_sync_publishes_from_many_threads_share_one_connection_and_all_get_acks(nmq: BrokerProcess) -> None:
+    # Every caller waiting in publish() either reads the connection itself or is woken by the
+    # thread that does: none may miss its ack or wait for the reader thread.
+    create(nmq.address, "t")
+    got: dict[int, list[int]] = {}
+    with Publisher(nmq.address, pool_size=1) as pub:
+
+        def worker(w: int) -> None:
+            got[w] = [pub.publish("t", f"{w}:{i}".encode(), timeout=30) for i in range(150)]
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+    offsets = [o for w in range(6) for o in got[w]]
+    assert sorted(offsets) == list(range(900))
+    assert all(got[w] == sorted(got[w]) for w in range(6))  # one connection: each thread in order
+    with Subscriber(nmq.address, "t") as sub:
+        msgs = read_n(sub, 900)
+    assert {m.offset: m.value for m in msgs} == {
+        got[w][i]: f"{w}:{i}".encode() for w in range(6) for i in range(150)
+    }
+
+
+def test_a_delivery_callback_may_publish_and_wait(nmq: BrokerProcess) -> None:
+    # The callback runs on whichever thread reads the connection; waiting in it for another ack
+    # reads on (nested) instead of waiting for itself.
+    create(nmq.address, "t")
+    inner: list[int | None] = []
+    done = threading.Event()
+
+    def cb(err: BaseException | None, offset: int | None) -> None:
+        inner.append(pub.publish("t", b"from the callback", timeout=10))
+        done.set()
+
+    with Publisher(nmq.address) as pub:
+        pub.publish_async("t", b"first", on_delivery=cb)
+        assert done.wait(30)
+        assert inner == [1]
+        assert pub.publish("t", b"after") == 2
+
+
+def test_requests_complete_while_another_thread_polls(nmq: BrokerProcess) -> None:
+    # The polling thread holds the connection's read role; lag() and commit() from another
+    # thread need replies on the same connection, dispatched by the poller.
+    create(nmq.address, "t")
+    with Publisher(nmq.address) as pub:
+        pub.publish_batch("t", [b"a", b"b", b"c"])
+    stop = threading.Event()
+    with Subscriber(nmq.address, "t", group="g") as sub:
+        assert [m.value for m in read_n(sub, 3)] == [b"a", b"b", b"c"]
+
+        def poller() -> None:
+            while not stop.is_set():
+                sub.poll(timeout=0.5)
+
+        t = threading.Thread(target=poller)
+        t.start()
+        try:
+            for _ in range(20):
+                assert sub.lag(timeout=10).messages == 0
+                sub.commit(timeout=10)
+        finally:
+            stop.set()
+            t.join(10)
+        assert not t.is_alive()
+    with Admin(nmq.address) as admin:
+        assert [o.committed for o in admin.offsets("t", "g")] == [3]
+
+
 def test_flush_counts_what_is_unacknowledged_and_in_flight_is_bounded(nmq: BrokerProcess) -> None:
     create(nmq.address, "t")
     with Publisher(nmq.address, max_in_flight=10) as pub:

@@ -38,7 +38,7 @@ class Admin:
         self.welcome = self._conn.welcome
 
     def _call(self, build: Any) -> P.Frame:
-        return self._conn.request(build).result(self.timeout)
+        return self._conn.result(self._conn.request(build), self.timeout)
 
     def create_topic(
         self, name: str, partitions: int | None = None, *, exist_ok: bool = False

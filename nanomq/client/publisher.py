@@ -108,6 +108,10 @@ class Pool:
             self.welcome = conn.welcome
             return conn
 
+    def current(self, index: int) -> Connection | None:
+        """Slot `index`'s connection as it is (None before the first use; maybe closed)."""
+        return self._conns[index]
+
     def close(self) -> None:
         """Close every connection."""
         self._closed = True
@@ -310,9 +314,8 @@ class Publisher:
         """
         deadline = Deadline(timeout)
         keys = None if key is None else [key]
-        return self._wait(
-            self._submit(topic, [value], keys, partition, timestamp_ns, deadline, True), deadline
-        )
+        fut, slot = self._submit(topic, [value], keys, partition, timestamp_ns, deadline, True)
+        return self._wait(fut, slot, deadline)
 
     def publish_async(
         self,
@@ -327,11 +330,12 @@ class Publisher:
     ) -> Future[int | None]:
         """Publish one message without waiting: a future of its offset (None with acks=0).
 
-        `on_delivery(error, offset)` runs on the client's I/O thread once the broker answered
-        (keep it short). Blocks only while `max_in_flight` messages are unacknowledged, for at
-        most `timeout` seconds (then PublishTimeoutError).
+        `on_delivery(error, offset)` runs once the broker answered (keep it short), on whichever
+        thread reads the connection then: the client's I/O thread, or a thread of yours that is
+        waiting in a call of this publisher. Blocks only while `max_in_flight` messages are
+        unacknowledged, for at most `timeout` seconds (then PublishTimeoutError).
         """
-        fut = self._submit(
+        fut, _ = self._submit(
             topic, [value], None if key is None else [key], partition, timestamp_ns, Deadline(timeout), True
         )
         if on_delivery is not None:
@@ -354,8 +358,8 @@ class Publisher:
         broker's choice): publish messages with different keys in separate batches.
         """
         deadline = Deadline(timeout)
-        fut = self._submit(topic, values, keys, partition, timestamp_ns, deadline, False)
-        return self._wait(fut, deadline)
+        fut, slot = self._submit(topic, values, keys, partition, timestamp_ns, deadline, False)
+        return self._wait(fut, slot, deadline)
 
     def publish_batch_async(
         self,
@@ -369,7 +373,7 @@ class Publisher:
         timeout: float | None = 30.0,
     ) -> Future[list[int] | None]:
         """`publish_batch` without waiting: a future of the offsets."""
-        fut = self._submit(topic, values, keys, partition, timestamp_ns, Deadline(timeout), False)
+        fut, _ = self._submit(topic, values, keys, partition, timestamp_ns, Deadline(timeout), False)
         if on_delivery is not None:
             fut.add_done_callback(lambda f: _deliver(on_delivery, f))
         return fut
@@ -437,8 +441,8 @@ class Publisher:
         timestamp_ns: int | Sequence[int] | None,
         deadline: Deadline,
         single: bool,
-    ) -> Future[Any]:
-        """Queue or send one publish call; the future resolves to its offset(s)."""
+    ) -> tuple[Future[Any], int]:
+        """Queue or send one publish call: the future of its offset(s), and its pool slot."""
         if self._closed:
             raise ClientClosedError("the publisher is closed")
         if topic not in self._topics:
@@ -448,7 +452,7 @@ class Publisher:
         fut: Future[Any] = Future()
         if n == 0:
             fut.set_result([] if self.acks != P.Acks.NONE else None)
-            return fut
+            return fut, 0
         if keys is not None and len(keys) != n:
             raise ValueError(f"{len(keys)} keys for {n} values: give one key (or None) per value")
         limits = self._pool.welcome
@@ -477,7 +481,7 @@ class Publisher:
         if not self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=False):
             with slot.send_lock:  # sending now: in order with any flush under way
                 self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=True)
-        return fut
+        return fut, slot_index
 
     def _enqueue(
         self,
@@ -646,7 +650,12 @@ class Publisher:
         for g in groups:
             self._resolve(g.entries, exc, None, len(g.values))
 
-    def _wait(self, fut: Future[Any], deadline: Deadline) -> Any:
+    def _wait(self, fut: Future[Any], slot_index: int, deadline: Deadline) -> Any:
+        """The result of a publish call, reading its connection on this thread meanwhile (the
+        ack reaches the caller without a hand-off from the reader thread)."""
+        conn = self._pool.current(slot_index)
+        if conn is not None and not fut.done():
+            conn.wait_for(fut.done, deadline.remaining())
         try:
             return fut.result(deadline.remaining())
         except TimeoutError:

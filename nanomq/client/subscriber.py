@@ -274,13 +274,10 @@ class Subscriber:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, not {max_messages}")
         self._maybe_auto_commit()
+        if (not self._count or self._stale) and (timeout is None or timeout > 0):
+            self._wait_ready(timeout)
         with self._cond:
             if not self._count or self._stale:
-                self._check()
-                if timeout is None or timeout > 0:
-                    self._cond.wait_for(
-                        lambda: (self._count and not self._stale) or self._error or self._closed, timeout
-                    )
                 self._check()
             n = min(max_messages, self._count) if not self._stale else 0
             if n == 0:
@@ -306,6 +303,29 @@ class Subscriber:
                     c.i = j
         self._grant(taken)
         return out
+
+    def _ready(self) -> bool:
+        return bool((self._count and not self._stale) or self._error or self._closed)
+
+    def _wait_ready(self, timeout: float | None) -> None:
+        """Wait until messages are here (or an error, or close), reading the connection on this
+        thread meanwhile (no hand-off from the reader thread); while it is being replaced
+        (reconnect), wait for the maintenance thread instead."""
+        deadline = Deadline(timeout)
+        while not self._ready():
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                return
+            conn = self._conn
+
+            def done(conn: Connection = conn) -> bool:
+                return self._ready() or self._conn is not conn
+
+            if conn.closed.is_set():
+                with self._cond:
+                    self._cond.wait_for(done, min(left or 0.5, 0.5))
+                continue
+            conn.wait_for(done, left)
 
     def __iter__(self) -> Iterator[Message]:
         """Messages forever (blocking); stops only by an error or `close()`."""
@@ -405,9 +425,9 @@ class Subscriber:
                     log.warning("final auto-commit failed: %s", exc)
             if self.group is not None and self._member_id:
                 try:
-                    self._conn.request(lambda c: P.encode_leave(c, self.group, self._member_id)).result(
-                        timeout
-                    )
+                    conn = self._conn
+                    leave = conn.request(lambda c: P.encode_leave(c, self.group, self._member_id))
+                    conn.result(leave, timeout)
                 except (NanoMQError, TimeoutError, OSError) as exc:
                     log.debug("leave failed: %s", exc)
         finally:
@@ -499,7 +519,8 @@ class Subscriber:
     # ------------------------------------------------------------- the wire ----
 
     def _request(self, build: Callable[[int], bytes], timeout: float | None = 30.0) -> P.Frame:
-        return self._conn.request(build).result(timeout)
+        conn = self._conn
+        return conn.result(conn.request(build), timeout)
 
     def _offsets(self, parts: list[int], timeout: float | None = 30.0) -> dict[int, P.PartitionOffsets]:
         """First, end and (in a group) committed offsets of `parts` (TopicNotFoundError when missing)."""
