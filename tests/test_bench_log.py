@@ -67,7 +67,9 @@ def test_a_tiny_run_measures_every_case_and_judges_every_target(tmp_path: Path) 
         assert {t["verdict"] for t in res["targets"]} <= {"PASS", "MISS"}
         assert nano["reopen"]["records"] == nano["never_64k"]["records"] == nano["read_records"]["records"]
         assert nano["read_encoded"]["bytes"] == nano["never_64k"]["bytes"]
-        assert nano["always_single"]["count"] == TINY.sync_appends
+        assert nano["always_single"]["count"] == nano["always_single_bare"]["count"] == TINY.sync_appends
+        ratio = next(t for t in res["targets"] if t["key"] == "always_p50_ratio")["measured"]
+        assert ratio == nano["always_single"]["p50"] / nano["always_single_bare"]["p50"]
         threads = nano["always_threads"]
         assert threads["errors"] == [] and threads["records"] == threads["durable_offset"] == 20
     json.dumps(res)
