@@ -729,3 +729,28 @@ def test_plain_asyncio_loop_and_port_file(tmp_path: Path) -> None:
                 assert P.parse_records(f).subscription == sub.subscription
                 got.extend(x.value for x in record.decode_batch(bytes(P.parse_records(f).records)))
             assert got == values
+
+
+def test_a_damaged_partition_stops_the_broker_until_the_loss_is_accepted_once(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    values = [b"value-%02d-" % i * 8 for i in range(10)]
+    with BrokerProcess(data, "--auto-create-topics", "--default-partitions", "1") as b:
+        with RawClient(b.address) as c:
+            c.publish("t", values, partition=0, acks=P.Acks.ALL)
+    (seg,) = (data / "topics" / "t" / "0").glob("*.log")
+    raw = bytearray(seg.read_bytes())
+    raw[raw.index(values[4]) + 5] ^= 0x10  # inside record 4, with valid records after it
+    seg.write_bytes(raw)
+
+    cmd = [sys.executable, "-m", "nanomq", "broker", "--port", "0", "--data-dir", str(data)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "listening" not in proc.stdout
+    assert "records 4..4" in proc.stderr and "--accept-loss" in proc.stderr
+
+    kept = values[:4] + values[5:]
+    with BrokerProcess(data, "--accept-loss") as b, RawClient(b.address) as c:
+        assert [r.value for r in c.fetch_all("t", 0)] == kept
+    with BrokerProcess(data) as b, RawClient(b.address) as c:  # remembered: no flag needed again
+        assert [r.value for r in c.fetch_all("t", 0)] == kept
+        c.publish("t", [b"after"], partition=0, acks=P.Acks.ALL)
+        assert [r.offset for r in c.fetch_all("t", 0)][-1] == 10

@@ -8,6 +8,7 @@ CI; NANOMQ_SOAK=1 multiplies the iteration counts by 10.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ from nanomq import errors
 from nanomq.crc32c import crc32c
 from nanomq.log import Log
 from nanomq.log.log import MIN_SEGMENT_BYTES
-from nanomq.log.segment import CHECKPOINT_NAME, SEGMENT_HEADER, read_index
+from nanomq.log.segment import ACCEPTED_LOSS_NAME, CHECKPOINT_NAME, SEGMENT_HEADER, read_index
 from nanomq.record import iter_records
 
 SOAK = 10 if os.environ.get("NANOMQ_SOAK") == "1" else 1
@@ -341,3 +342,52 @@ def test_a_missing_segment_is_reported_with_its_offsets(template: Template) -> N
         assert [o for o, _ in got] == kept
         assert [v for _, v in got] == template.expected(kept)
         assert [r.offset for r in log.read(lost[0], max_records=1)] == [lost[-1] + 1]
+
+
+def test_accepted_loss_is_remembered_and_new_damage_is_still_refused(template: Template) -> None:
+    template.restore()
+    last_name, _, last_recs = template.segments[-1]
+    sealed_name, _, sealed_recs = template.segments[0]
+    off_a, pos_a, size_a = last_recs[3]  # the active segment: rescanned on every open
+    off_s, pos_s, size_s = sealed_recs[5]  # behind the checkpoint: found only when read
+    flip(template.dir / last_name, pos_a + size_a // 2, 3)
+    flip(template.dir / sealed_name, pos_s + size_s // 2, 5)
+    with pytest.raises(errors.LogCorruptError, match=f"records {off_a}\\.\\.{off_a} "):
+        Log.open(template.dir, segment_bytes=SEG)
+    with Log.open(template.dir, segment_bytes=SEG, accept_loss=True) as log:
+        assert [(d.first_offset, d.last_offset) for d in log.recovery.damaged] == [(off_a, off_a)]
+        both = [o for o in range(template.count) if o not in (off_a, off_s)]
+        assert [o for o, _ in read_checked(log)] == both  # the sealed damage found and accepted here
+    ledger = json.loads((template.dir / ACCEPTED_LOSS_NAME).read_text())["accepted"]
+    assert sorted((e["first"], e["next"]) for e in ledger) == sorted([(off_a, off_a + 1), (off_s, off_s + 1)])
+
+    # Opened again without accept_loss (a broker restart): the accepted ranges stay skipped.
+    with Log.open(template.dir, segment_bytes=SEG) as log:
+        assert log.recovery.damaged == ()
+        got = read_checked(log)
+        assert [o for o, _ in got] == both
+        assert [v for _, v in got] == template.expected(both)
+        assert log.append(b"resumed") == template.count
+
+    # New damage elsewhere is refused as before, naming only itself.
+    off_b, pos_b, size_b = last_recs[7]
+    flip(template.dir / last_name, pos_b + size_b // 2, 1)
+    with pytest.raises(errors.LogCorruptError) as exc:
+        Log.open(template.dir, segment_bytes=SEG)
+    assert (exc.value.first_offset, exc.value.last_offset) == (off_b, off_b)
+
+
+def test_an_accepted_missing_segment_is_remembered(template: Template) -> None:
+    template.restore()
+    name, _, recs = template.segments[1]
+    (template.dir / name).unlink()
+    (template.dir / (name[:20] + ".index")).unlink()
+    lost = {off for off, _, _ in recs}
+    with Log.open(template.dir, segment_bytes=SEG, accept_loss=True):
+        pass
+    with Log.open(template.dir, segment_bytes=SEG) as log:
+        assert log.recovery.damaged == ()
+        assert [o for o, _ in read_checked(log)] == [o for o in range(template.count) if o not in lost]
+    (template.dir / ACCEPTED_LOSS_NAME).write_text("not json")  # unreadable: the loss is reported again
+    with pytest.raises(errors.LogCorruptError, match="missing records"):
+        Log.open(template.dir, segment_bytes=SEG)

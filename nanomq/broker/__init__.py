@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nanomq.broker.server import Broker, BrokerConfig
 from nanomq.broker.storage import LogOptions
+from nanomq.errors import LogCorruptError
 
 __all__ = ["Broker", "BrokerConfig", "add_arguments", "config_from_args", "run"]
 
@@ -75,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--retention-hours", type=float, help="delete segments older than this")
     parser.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="start even when a partition's log holds damaged records with valid ones after them: skip "
+        "those records (logged; recorded in the partition's accepted-loss file, so later starts skip them "
+        "without this flag and still refuse new damage)",
+    )
+    parser.add_argument(
         "--default-partitions", type=_positive, default=1, help="partitions of a new topic (default 1)"
     )
     parser.add_argument(
@@ -130,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             fsync_interval_ms=args.fsync_interval_ms,
             retention_bytes=args.retention_bytes,
             retention_ms=retention_ms,
+            accept_loss=args.accept_loss,
         ),
         default_partitions=args.default_partitions,
         auto_create_topics=args.auto_create_topics,
@@ -190,6 +199,13 @@ def run(args: argparse.Namespace) -> int:
     loop = _new_loop(args.loop)
     try:
         loop.run_until_complete(_serve(config, args.port_file))
+    except LogCorruptError as exc:
+        print(
+            f"nanomq broker: cannot start: {exc}\nnanomq broker: to skip those records for good, start once "
+            "with --accept-loss",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as exc:
         print(f"nanomq broker: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -81,6 +81,7 @@ class LogOptions:
     fsync_interval_ms: int = 100
     retention_bytes: int | None = None
     retention_ms: int | None = None
+    accept_loss: bool = False
 
     def kwargs(self) -> dict[str, Any]:
         return {
@@ -89,6 +90,7 @@ class LogOptions:
             "fsync_interval_ms": self.fsync_interval_ms,
             "retention_bytes": self.retention_bytes,
             "retention_ms": self.retention_ms,
+            "accept_loss": self.accept_loss,
         }
 
 

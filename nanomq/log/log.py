@@ -129,6 +129,7 @@ class Log:
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self._gaps: list[tuple[int, int]] = []  # accepted missing offset ranges between segments
+        self._accepted: list[sg.AcceptedLoss] = []  # accepted damage, kept in the directory
         self.recovery: RecoveryReport | None = None
 
     @classmethod
@@ -150,7 +151,9 @@ class Log:
         Recovery validates the segments written since the last checkpoint: a torn tail is
         truncated and reported in `log.recovery`; damage with valid records after it raises
         LogCorruptError naming the offset range, unless accept_loss=True (then it is skipped,
-        logged and listed in `log.recovery.damaged`).
+        logged and listed in `log.recovery.damaged`). Accepted damage is recorded in the
+        directory (file `accepted-loss`): later opens skip that same range without asking
+        again, and still refuse any new damage.
         """
         if not MIN_SEGMENT_BYTES <= segment_bytes <= MAX_SEGMENT_BYTES:
             raise ValueError(
@@ -224,6 +227,10 @@ class Log:
         scanned = scanned_bytes = records = rebuilt = 0
         truncated: list[TruncatedTail] = []
         damaged: list[Damage] = []
+        self._accepted = sg.read_accepted_loss(directory)
+        accepted_in = {(a.segment, a.position, a.first) for a in self._accepted if a.segment >= 0}
+        accepted_missing = {(a.first, a.next) for a in self._accepted if a.segment < 0}
+        new_loss: list[sg.AcceptedLoss] = []
         if not bases:
             self._create_segment(0)
             bases = [0]
@@ -266,14 +273,24 @@ class Log:
                     info.max_timestamp,
                     info.entries,
                 )
+                seg.gaps = [(a.position, a.end, a.first, a.next) for a in self._accepted if a.segment == base]
                 continue
             scan = scan_file(fd, size, base, self.index_interval_bytes, path)
             scanned += 1
             scanned_bytes += size
             records += scan.count
-            for d in scan.damage:
+            for d, gap in zip(scan.damage, scan.gaps, strict=True):
+                if (base, d.position, d.first_offset) in accepted_in:
+                    log.info(
+                        "log %s: records %d..%d stay skipped (loss accepted earlier)",
+                        self.path,
+                        d.first_offset,
+                        d.last_offset,
+                    )
+                    continue
                 self._damage(d)
                 damaged.append(d)
+                new_loss.append(sg.AcceptedLoss(base, *gap, d.reason))
             seg.end, seg.next_offset, seg.max_timestamp, seg.entries = (
                 scan.end,
                 scan.next_offset,
@@ -309,9 +326,11 @@ class Log:
         # Offsets must run on from one segment to the next.
         for prev, seg in itertools.pairwise(segs):
             if prev.next_offset < seg.base:
-                d = Damage(prev.path, prev.next_offset, seg.base - 1, prev.end, 0, "missing records")
-                self._damage(d)
-                damaged.append(d)
+                if (prev.next_offset, seg.base) not in accepted_missing:
+                    d = Damage(prev.path, prev.next_offset, seg.base - 1, prev.end, 0, "missing records")
+                    self._damage(d)
+                    damaged.append(d)
+                    new_loss.append(sg.AcceptedLoss(-1, 0, 0, prev.next_offset, seg.base, d.reason))
                 self._gaps.append((prev.next_offset, seg.base))
             elif prev.next_offset > seg.base:
                 raise errors.LogCorruptError(
@@ -321,6 +340,9 @@ class Log:
                     first_offset=seg.base,
                     last_offset=prev.next_offset - 1,
                 )
+        if new_loss:  # before the checkpoint moves past the segments holding it
+            self._accepted += new_loss
+            sg.write_accepted_loss(directory, self._accepted)
         self._segments = segs
         active = segs[-1]
         idx = sg.index_path(directory, active.base)
@@ -799,11 +821,20 @@ class Log:
             f"fail validation ({STATUS_NAMES.get(status, status)})"
         )
         if not self.accept_loss:
-            raise errors.LogCorruptError(text, path=seg.path, first_offset=expect, last_offset=last)
+            raise errors.LogCorruptError(
+                text + "; open with accept_loss=True to skip them",
+                path=seg.path,
+                first_offset=expect,
+                last_offset=last,
+            )
         log.error("%s: skipped (accept_loss=True)", text)
-        if nxt < 0:
-            return end, seg_next
-        return nxt, first
+        gap = (pos, nxt, expect, first) if nxt >= 0 else (pos, end, expect, seg_next)
+        with self._lock:
+            if gap not in seg.gaps:
+                seg.gaps.append(gap)
+                self._accepted.append(sg.AcceptedLoss(seg.base, *gap, STATUS_NAMES.get(status, str(status))))
+                sg.write_accepted_loss(self.path, self._accepted)
+        return gap[1], gap[3]
 
     def read(
         self, from_offset: int = 0, *, max_records: int | None = None, max_bytes: int | None = None
@@ -945,7 +976,12 @@ class Log:
         if deleted:
             sg.fsync_dir(self.path)
             self._deleted += deleted
-            self._gaps = [g for g in self._gaps if g[1] > self._segments[0].base]
+            first = self._segments[0].base
+            self._gaps = [g for g in self._gaps if g[1] > first]
+            kept = [a for a in self._accepted if a.segment >= first or (a.segment < 0 and a.next > first)]
+            if len(kept) != len(self._accepted):
+                self._accepted = kept
+                sg.write_accepted_loss(self.path, kept)
             log.info(
                 "log %s: retention deleted %d segment(s); first offset now %d",
                 self.path,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import json
 import os
 import struct
 from array import array
@@ -23,6 +24,7 @@ SEGMENT_HEADER: int = lib.NMQ_LOG_SEGMENT_HEADER
 SEGMENT_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 CHECKPOINT_NAME = "recovery-checkpoint"
+ACCEPTED_LOSS_NAME = "accepted-loss"
 LOCK_NAME = "lock"
 NO_TIMESTAMP = -(2**63)
 
@@ -191,6 +193,57 @@ def write_checkpoint(directory: str, recovery_point: int) -> None:
     write_atomic(
         os.path.join(directory, CHECKPOINT_NAME), head + struct.pack("<II", crc32c(head), 0), durable=True
     )
+
+
+# ---- accepted loss ----
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedLoss:
+    """Damage an opener accepted (accept_loss=True): records first..next-1 are skipped from now on.
+
+    `segment` is the base offset of the segment holding bytes [position, end) that were skipped;
+    -1 for offsets missing between two segments (a lost segment file)."""
+
+    segment: int
+    position: int
+    end: int
+    first: int
+    next: int
+    reason: str
+
+
+def read_accepted_loss(directory: str) -> list[AcceptedLoss]:
+    """The accepted damage recorded in the log directory ([] when none). An unreadable file
+    counts as none: the damage is then reported again (and must be accepted again)."""
+    try:
+        with open(os.path.join(directory, ACCEPTED_LOSS_NAME), "rb") as f:
+            doc = json.loads(f.read())
+        if doc.get("version") != 1:
+            return []
+        return [AcceptedLoss(**e) for e in doc["accepted"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
+
+
+def write_accepted_loss(directory: str, entries: list[AcceptedLoss]) -> None:
+    """Replace the record of accepted damage, durably (temp → fsync → rename → fsync(dir))."""
+    path = os.path.join(directory, ACCEPTED_LOSS_NAME)
+    if not entries:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            fsync_dir(directory)
+        return
+    doc = {
+        "version": 1,
+        "accepted": [
+            {f: getattr(e, f) for f in ("segment", "position", "end", "first", "next", "reason")}
+            for e in entries
+        ],
+    }
+    write_atomic(path, json.dumps(doc, indent=1).encode() + b"\n", durable=True)
 
 
 # ---- segments ----
