@@ -493,6 +493,27 @@ def test_unknown_topic_is_reported(tmp_path: Path) -> None:
         b.kill()
 
 
+@pytest.mark.parametrize("group", [None, "g"])
+def test_deleting_the_topic_ends_a_subscription_with_a_clear_error(tmp_path: Path, group: str | None) -> None:
+    b = BrokerProcess(tmp_path / "data").start()  # no auto-create: the topic cannot come back
+    try:
+        create(b.address, "gone", 2)
+        with Publisher(b.address) as pub:
+            pub.publish_batch("gone", [b"a", b"b"], partition=0)
+        with Subscriber(b.address, "gone", group=group) as sub:
+            assert sorted(m.value for m in read_n(sub, 2)) == [b"a", b"b"]  # what came before: delivered
+            with Admin(b.address) as admin:
+                admin.delete_topic("gone")
+            with pytest.raises(TopicNotFoundError, match="gone"):
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    assert sub.poll(timeout=0.5) is None
+            with pytest.raises(TopicNotFoundError):  # and it stays ended
+                sub.poll(timeout=0)
+    finally:
+        b.kill()
+
+
 # ------------------------------------------------------------------- groups ----
 
 

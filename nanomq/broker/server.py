@@ -160,7 +160,7 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         for sub in self.subs.values():
-            sub.part.remove_waiter(self._schedule_pump)
+            sub.part.remove_waiter(self.schedule_pump)
         self.subs.clear()
         for task in list(self.tasks):
             task.cancel()
@@ -174,7 +174,7 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         self._update_reading()
-        self._schedule_pump()
+        self.schedule_pump()
 
     def _update_reading(self) -> None:
         """Read requests only while replies can be written and few requests are pending:
@@ -541,7 +541,7 @@ class Connection(asyncio.Protocol):
         sub = _Sub(corr, topic, part, offset, min(req.credit, MAX_CREDIT), max_bytes)
         self.subs[corr] = sub
         self.write(P.encode_subscribed(corr, corr, part.index, offset, end))
-        self._schedule_pump()
+        self.schedule_pump()
 
     def on_credit(self, frame: P.Frame) -> None:
         req = P.parse_credit(frame)
@@ -549,17 +549,17 @@ class Connection(asyncio.Protocol):
         if sub is None:
             raise ProtocolError(P.ErrorCode.UNKNOWN_SUBSCRIPTION, f"no subscription {req.subscription}")
         sub.credit = min(MAX_CREDIT, sub.credit + req.credit)
-        self._schedule_pump()
+        self.schedule_pump()
 
     def on_unsubscribe(self, frame: P.Frame) -> None:
         sub_id = P.parse_unsubscribe(frame)
         sub = self.subs.pop(sub_id, None)
         if sub is None:
             raise ProtocolError(P.ErrorCode.UNKNOWN_SUBSCRIPTION, f"no subscription {sub_id}")
-        sub.part.remove_waiter(self._schedule_pump)
+        sub.part.remove_waiter(self.schedule_pump)
         self.write(P.encode_ok(frame.correlation_id))
 
-    def _schedule_pump(self) -> None:
+    def schedule_pump(self) -> None:
         if not self._pump_scheduled and not self.closing:
             self._pump_scheduled = True
             self.broker.loop.call_soon(self._pump)
@@ -574,10 +574,15 @@ class Connection(asyncio.Protocol):
             for sub in list(self.subs.values()):
                 if self.paused or self.closing:
                     return
-                if sub.credit <= 0 or self.subs.get(sub.id) is not sub:
+                if self.subs.get(sub.id) is not sub:
                     continue
-                if sub.part.closed:
+                if sub.part.closed:  # its topic was deleted: tell the subscriber, whatever its credit
                     self.subs.pop(sub.id, None)
+                    self.reply_error(
+                        sub.id, P.ErrorCode.UNKNOWN_TOPIC, f"topic {sub.topic.name!r} was deleted"
+                    )
+                    continue
+                if sub.credit <= 0:
                     continue
                 try:
                     sent, nxt = self._send_records(
@@ -598,7 +603,7 @@ class Connection(asyncio.Protocol):
                     self.subs.pop(sub.id, None)
                     continue
                 if sent == 0:
-                    sub.part.add_waiter(self._schedule_pump)
+                    sub.part.add_waiter(self.schedule_pump)
                     continue
                 sub.offset = nxt
                 sub.credit -= sent
@@ -901,6 +906,9 @@ class Broker:
         self.offsets.forget_topic(name)
         self.coordinator.topic_changed(name)
         conn.write(P.encode_ok(corr))
+        for c in self.connections:  # subscriptions without credit wait for nothing: wake them too
+            if any(sub.part.closed for sub in c.subs.values()):
+                c.schedule_pump()
         await self.loop.run_in_executor(self.executor, shutil.rmtree, trash, True)
 
     async def commit(self, corr: int, conn: Connection, group: str) -> None:

@@ -659,6 +659,10 @@ class Subscriber:
                 self._saw_generation(P.parse_rebalance(frame).generation)
         elif op == P.Opcode.ERROR:
             err = P.parse_error(frame)
+            if err.code == P.ErrorCode.UNKNOWN_TOPIC and frame.correlation_id in self._part_of:
+                # the topic was deleted under a live subscription: nothing more will come
+                self._set_error(TopicNotFoundError(err.message))
+                return
             # CREDIT racing an UNSUBSCRIBE is expected; anything else is worth a line in the log
             level = logging.DEBUG if err.code == P.ErrorCode.UNKNOWN_SUBSCRIPTION else logging.WARNING
             log.log(level, "broker error for a subscriber of %s: %s (%s)", self.topic, err.message, err.code)
