@@ -330,6 +330,18 @@ def test_publisher_is_thread_safe_with_a_pool(nmq: BrokerProcess) -> None:
         assert mine == list(range(200))
 
 
+def test_a_batch_over_max_batch_messages_and_buffers_of_other_types_arrive_whole(nmq: BrokerProcess) -> None:
+    create(nmq.address, "t")
+    values = [b"m%03d" % i for i in range(25)]
+    with Publisher(nmq.address, max_batch_messages=10) as pub:
+        assert pub.publish_batch("t", values, keys=[b"k"] * 25) == list(range(25))
+        assert pub.publish("t", memoryview(b"single view"), key=bytearray(b"kv")) == 25
+    with Subscriber(nmq.address, "t") as sub:
+        msgs = read_n(sub, 26)
+    assert [m.value for m in msgs] == [*values, b"single view"]
+    assert [m.key for m in msgs] == [b"k"] * 25 + [b"kv"]
+
+
 def test_linger_gathers_messages_into_batches(nmq: BrokerProcess) -> None:
     create(nmq.address, "t")
     with Publisher(nmq.address, linger_ms=20) as pub:

@@ -510,22 +510,39 @@ class Publisher:
             if direct and not may_send:
                 return False
             if direct:
-                group = _Group(topic, part, gkey[2])
                 slot.frames += 1
             elif group is None:
                 group = slot.groups[gkey] = _Group(topic, part, gkey[2])
                 if self.linger_ms > 0:
                     self._linger_wake.notify()
+            if not direct:
+                group.values.extend(values)
+                if keys is not None:
+                    group.keys.extend(keys)
+                    group.keyed = group.keyed or any(k is not None for k in keys)
+                else:
+                    group.keys.extend(itertools.repeat(None, n))
+                group.stamps.extend(stamps)
+                group.entries.append(entry)
+                flush_now = len(group.values) >= self.max_batch_messages
+        if direct:
+            # straight to the wire, as one frame (a call larger than max_batch_messages goes
+            # through a group, which cuts it into frames)
+            if n <= self.max_batch_messages:
+                try:
+                    conn = self._pool.get(slot_index)
+                except Exception as exc:
+                    self._frame_done(slot_index)
+                    self._resolve([entry], exc, None, n)
+                    return True
+                self._send(slot_index, conn, topic, part, gkey[2], values, keys, stamps, [entry], n)
+                return True
+            group = _Group(topic, part, gkey[2])
             group.values.extend(values)
-            if keys is not None:
-                group.keys.extend(keys)
-                group.keyed = group.keyed or any(k is not None for k in keys)
-            else:
-                group.keys.extend(itertools.repeat(None, n))
+            group.keys.extend(keys if keys is not None else itertools.repeat(None, n))
+            group.keyed = keys is not None and any(k is not None for k in keys)
             group.stamps.extend(stamps)
             group.entries.append(entry)
-            flush_now = not direct and len(group.values) >= self.max_batch_messages
-        if direct:
             self._send_frames(slot_index, [group], reserved=1)
         elif flush_now or (self.linger_ms <= 0 and slot.frames == 0):
             self._flush_slot(slot_index, force=True)
@@ -583,21 +600,53 @@ class Publisher:
     def _send_one(
         self, slot_index: int, conn: Connection, group: _Group, entries: list[_Entry], v0: int, v1: int
     ) -> None:
-        n = v1 - v0
-        keys = group.keys[v0:v1]
+        g = group
+        keys = g.keys[v0:v1] if g.keyed else None
+        values, stamps = g.values[v0:v1], g.stamps[v0:v1]
+        self._send(slot_index, conn, g.topic, g.partition, g.key, values, keys, stamps, entries, v1 - v0)
+
+    def _send(
+        self,
+        slot_index: int,
+        conn: Connection,
+        topic: str,
+        part: int,
+        key: bytes | None,
+        values: Sequence[Buffer],
+        keys: Sequence[Buffer | None] | None,
+        stamps: list[int],
+        entries: list[_Entry],
+        n: int,
+    ) -> None:
+        """Encode `values` as one batch and send it as one PUBLISH frame (one frame counted)."""
+        if keys is not None and keys.count(None) == n:
+            keys = None
         with self._lock:
             seq = self._seq
             self._seq += n
         try:
-            batch = record.encode_batch(
-                group.values[v0:v1],
-                keys if group.keyed and keys.count(None) != n else None,
-                timestamp_ns=group.stamps[v0:v1],
-                producer_id=self._producer_id,
-                first_sequence=seq,
-                codec=self.codec,
-            )
-            topic, part, key = group.topic, group.partition, group.key
+            if (
+                n == 1
+                and self.codec is record.Codec.NONE
+                and type(values[0]) is bytes
+                and (keys is None or type(keys[0]) is bytes)
+            ):  # one C call, no column layout
+                batch = record.encode(
+                    values[0],
+                    None if keys is None else keys[0],
+                    timestamp_ns=stamps[0],
+                    producer_id=self._producer_id,
+                    sequence=seq,
+                )
+            else:
+                batch = record.encode_batch(
+                    values,
+                    keys,
+                    timestamp_ns=stamps,
+                    producer_id=self._producer_id,
+                    first_sequence=seq,
+                    codec=self.codec,
+                )
             if self.acks == P.Acks.NONE:
                 conn.send(P.encode_publish(conn.next_id(), topic, part, self.acks, batch, key=key))
                 self._frame_done(slot_index)
