@@ -199,7 +199,7 @@ def test_compressed_messages_arrive_decompressed(nmq: BrokerProcess, codec: str)
     assert [m.value for m in msgs] == values
 
 
-def test_on_delivery_runs_without_polling_the_last_ones_on_the_reader_thread(nmq: BrokerProcess) -> None:
+def test_on_delivery_runs_on_the_io_thread_without_polling(nmq: BrokerProcess) -> None:
     create(nmq.address, "t")
     seen: list[tuple[BaseException | None, int | None, str]] = []
     done = threading.Event()

@@ -316,24 +316,6 @@ class Connection:
                 if holder is None:
                     self._give_up_role(caller=True)
 
-    def service(self) -> None:
-        """Dispatch what has already arrived, on this thread, without waiting — for a caller that
-        sends without waiting (`publish_async`): it reads the acks of its earlier messages in
-        passing, and the reader thread stays parked while it keeps doing so (no wake-up of a
-        second thread per ack). When another thread reads, only ask the reader thread to park."""
-        me = threading.get_ident()
-        with self._role_lock:
-            if self._holder is not None:
-                if self._holder == self._reader.ident and not self._wanted:
-                    self._released = time.monotonic()  # it parks for GRACE once out of select
-                    self._poke()
-                return
-            self._holder = me
-        try:
-            self._step(0.0, wakeable=False, wait=False)
-        finally:
-            self._give_up_role(caller=True)
-
     def result(self, fut: Future[P.Frame], timeout: float | None) -> P.Frame:
         """`fut.result(timeout)`, reading the socket on this thread while it waits."""
         if not self.wait_for(fut.done, timeout):
@@ -349,16 +331,13 @@ class Connection:
         except (BlockingIOError, OSError):
             pass  # already poked (the pipe is full), or closing
 
-    def _step(self, timeout: float, *, wakeable: bool, wait: bool = True) -> None:
-        """Read what is there (waiting up to `timeout` for it unless not `wait`) and dispatch it;
-        as the role holder. wakeable: the reader thread's wait also ends when a caller pokes
-        the self-pipe."""
+    def _step(self, timeout: float, *, wakeable: bool) -> None:
+        """Read what is there (waiting up to `timeout` for it) and dispatch it; as the role holder.
+        wakeable: the reader thread's wait also ends when a caller pokes the self-pipe."""
         sock = self._sock
         try:
             with self._io_lock:
                 data = self._recv_available(sock)
-            if data is None and not wait:
-                return
             if data is None:
                 fds: list[Any] = [sock, self._wake_r] if wakeable else [sock]
                 ready, _, _ = select.select(fds, [], [], timeout)

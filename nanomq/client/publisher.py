@@ -477,19 +477,10 @@ class Publisher:
         gkey = (topic, part, first_key if part < 0 else None)
         slot_index = self._slot_of(topic, partition, first_key)
         slot = self._slots[slot_index]
-        # Acks of earlier calls are read on this thread in passing (Connection.service), so the
-        # reader thread stays parked while the caller keeps publishing: before deciding to send
-        # or to wait when the frames in flight are at their limit, else after sending (off the
-        # new message's path).
-        conn = self._pool.current(slot_index)
-        if conn is not None and slot.frames >= MAX_FRAMES_IN_FLIGHT:
-            conn.service()
         entry = _Entry(fut, n, single, size)
         if not self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=False):
             with slot.send_lock:  # sending now: in order with any flush under way
                 self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=True)
-        if conn is not None and slot.frames:
-            conn.service()
         return fut, slot_index
 
     def _enqueue(
