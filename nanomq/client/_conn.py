@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 _RECV_BYTES = 256 * 1024
 GRACE = 0.002
 """Seconds after a caller last read before the reader thread takes the read role back."""
+_PARKED_CHECK = 0.05
+"""How often a parked reader thread looks whether callers stopped reading (an idle process's
+wake-ups: 20 a second, not 500); a caller that leaves replies pending wakes it at once."""
 
 
 def make_ssl_context(tls: bool | ssl.SSLContext | None) -> ssl.SSLContext | None:
@@ -200,7 +203,16 @@ class Connection:
                 self._pending.pop(corr, None)
             if not fut.done():
                 fut.set_exception(exc)
+        self._unpark()
         return fut
+
+    def _unpark(self) -> None:
+        """A reply is due and nobody reads: have the parked reader thread look now (not after
+        up to _PARKED_CHECK), so a callback or a flush waits for no timer."""
+        if self._holder is None:
+            with self._role_lock:
+                if self._holder is None:
+                    self._idle.notify()
 
     def expect(self, corr: int) -> Future[P.Frame]:
         """A future for the reply to a frame the caller sends itself with correlation id `corr`."""
@@ -210,6 +222,7 @@ class Connection:
                 fut.set_exception(self._lost())
             else:
                 self._pending[corr] = fut
+        self._unpark()
         return fut
 
     def send(self, data: bytes | list[bytes]) -> None:
@@ -250,7 +263,7 @@ class Connection:
         while not self.closed.is_set():
             with self._role_lock:
                 if self._holder is not None or self._wanted:
-                    self._idle.wait(GRACE)  # a caller reads: look again later (no wake-up per release)
+                    self._idle.wait(_PARKED_CHECK)  # a caller reads: look again later
                     continue
                 quiet = time.monotonic() - self._released
                 if quiet < GRACE:
@@ -275,6 +288,8 @@ class Connection:
             self._holder = None
             if caller:  # the reader thread waits GRACE after a caller read, not after itself
                 self._released = time.monotonic()
+                if self._pending:  # replies due (publish_async acks): no _PARKED_CHECK delay
+                    self._idle.notify()
             self._turn.notify_all()
 
     def wait_for(self, predicate: Callable[[], object], timeout: float | None) -> bool:
