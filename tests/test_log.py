@@ -5,6 +5,7 @@ Real files in real directories; other processes are real subprocesses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -303,6 +304,21 @@ def test_sync_policies(logdir: Path) -> None:
         assert log.durable_offset == 5
 
 
+@contextlib.contextmanager
+def fd_replaced(fd: int, path: str, flags: int) -> Iterator[None]:
+    """Make descriptor `fd` refer to `path` opened with `flags` for a while: the log's next
+    system call on it meets a real error from the kernel."""
+    other = os.open(path, flags)
+    saved = os.dup(fd)
+    os.dup2(other, fd)
+    os.close(other)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def test_a_failed_sync_stops_appends_and_reports_what_is_not_durable(logdir: Path) -> None:
     log = Log.open(logdir, fsync="never")
     log.append(b"durable")
@@ -312,24 +328,19 @@ def test_a_failed_sync_stops_appends_and_reports_what_is_not_durable(logdir: Pat
     # real error from the kernel.
     active = log._active
     assert active is not None
-    null = os.open(os.devnull, os.O_RDWR)
-    saved = os.dup(active.fd)
-    os.dup2(null, active.fd)
-    os.close(null)
     try:
-        with pytest.raises(errors.LogFailedError, match=r"records 1\.\.1 are not durable") as exc:
-            log.sync()
-        assert (exc.value.durable_offset, exc.value.next_offset) == (1, 2)
-        with pytest.raises(errors.LogFailedError):
-            log.append(b"refused")
-        with pytest.raises(errors.LogFailedError):
-            log.append_batch([b"refused"])
-        with pytest.raises(errors.LogFailedError):
-            log.sync()
-        assert log.stats().failed
+        with fd_replaced(active.fd, os.devnull, os.O_RDWR):
+            with pytest.raises(errors.LogFailedError, match=r"records 1\.\.1 are not durable") as exc:
+                log.sync()
+            assert (exc.value.durable_offset, exc.value.next_offset) == (1, 2)
+            with pytest.raises(errors.LogFailedError):
+                log.append(b"refused")
+            with pytest.raises(errors.LogFailedError):
+                log.append_batch([b"refused"])
+            with pytest.raises(errors.LogFailedError):
+                log.sync()
+            assert log.stats().failed
     finally:
-        os.dup2(saved, active.fd)
-        os.close(saved)
         log.close()
     with Log.open(logdir) as log:  # the next open recovers what is on disk
         assert [r.value for r in log.read()] == [b"durable", b"pending"]
@@ -443,26 +454,21 @@ def test_a_failed_write_stops_appends_and_loses_nothing_acknowledged(logdir: Pat
     log.append_batch([b"acked-0", b"acked-1"])
     active = log._active
     assert active is not None
-    ro = os.open(active.path, os.O_RDONLY)
-    saved = os.dup(active.fd)
-    os.dup2(ro, active.fd)
-    os.close(ro)
     try:
-        with pytest.raises(errors.LogFailedError, match=r"pwrite of .* failed") as exc:
-            if kind == "append":
-                log.append(b"lost")
-            elif kind == "append_batch":
-                log.append_batch([b"lost-a", b"lost-b"])
-            else:
-                log.append_encoded(encode_batch([b"lost-a", b"lost-b"]))
-        assert exc.value.durable_offset == 2
-        assert log.next_offset == 2  # nothing of the failed write is counted
-        with pytest.raises(errors.LogFailedError):
-            log.append(b"refused")
-        assert log.stats().failed
+        with fd_replaced(active.fd, active.path, os.O_RDONLY):
+            with pytest.raises(errors.LogFailedError, match=r"pwrite of .* failed") as exc:
+                if kind == "append":
+                    log.append(b"lost")
+                elif kind == "append_batch":
+                    log.append_batch([b"lost-a", b"lost-b"])
+                else:
+                    log.append_encoded(encode_batch([b"lost-a", b"lost-b"]))
+            assert exc.value.durable_offset == 2
+            assert log.next_offset == 2  # nothing of the failed write is counted
+            with pytest.raises(errors.LogFailedError):
+                log.append(b"refused")
+            assert log.stats().failed
     finally:
-        os.dup2(saved, active.fd)
-        os.close(saved)
         log.close()
     with Log.open(logdir) as log:
         assert [r.value for r in log.read()] == [b"acked-0", b"acked-1"]
