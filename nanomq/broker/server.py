@@ -39,6 +39,7 @@ from nanomq.errors import (
     CorruptRecordError,
     DiskFullError,
     LogClosedError,
+    LogCorruptError,
     LogFailedError,
     OffsetOutOfRangeError,
     ProtocolError,
@@ -285,7 +286,7 @@ class Connection(asyncio.Protocol):
             self.reply_error(corr, exc.code, str(exc))
 
     def _unexpected(self, corr: int, exc: Exception) -> None:
-        if isinstance(exc, LogFailedError | DiskFullError):
+        if isinstance(exc, LogFailedError | DiskFullError | LogCorruptError):
             self.reply_error(corr, P.ErrorCode.STORAGE_ERROR, f"storage failed: {exc}")
         elif isinstance(exc, LogClosedError):
             self.reply_error(corr, P.ErrorCode.UNKNOWN_TOPIC, f"the topic was deleted: {exc}")
@@ -602,6 +603,13 @@ class Connection(asyncio.Protocol):
                     continue
                 except (LogClosedError, ProtocolError):
                     self.subs.pop(sub.id, None)
+                    continue
+                except LogCorruptError as exc:
+                    # damage found by this read (a sealed segment recovery trusted): the records
+                    # past it cannot be delivered in order, so the subscription ends, saying why
+                    log.error("subscription %d of %s: %s", sub.id, self.peer, exc)
+                    self.subs.pop(sub.id, None)
+                    self.reply_error(sub.id, P.ErrorCode.STORAGE_ERROR, f"storage failed: {exc}")
                     continue
                 if sent == 0:
                     sub.part.add_waiter(self.schedule_pump)

@@ -531,10 +531,12 @@ class Publisher:
             if n <= self.max_batch_messages:
                 try:
                     conn = self._pool.get(slot_index)
-                except Exception as exc:
+                except BaseException as exc:  # as _send_frames: the call fails, the count is returned
                     self._frame_done(slot_index)
                     self._resolve([entry], exc, None, n)
-                    return True
+                    if isinstance(exc, Exception):
+                        return True
+                    raise
                 self._send(slot_index, conn, topic, part, gkey[2], values, keys, stamps, [entry], n)
                 return True
             group = _Group(topic, part, gkey[2])

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 from nanomq import protocol as P
 from nanomq import record
 from nanomq.client._conn import Connection
+from nanomq.client._errors import error_from_code
 from nanomq.client._util import Backoff, Deadline, Message
 from nanomq.errors import (
     BrokerUnreachableError,
@@ -659,9 +660,10 @@ class Subscriber:
                 self._saw_generation(P.parse_rebalance(frame).generation)
         elif op == P.Opcode.ERROR:
             err = P.parse_error(frame)
-            if err.code == P.ErrorCode.UNKNOWN_TOPIC and frame.correlation_id in self._part_of:
-                # the topic was deleted under a live subscription: nothing more will come
-                self._set_error(TopicNotFoundError(err.message))
+            if err.code != P.ErrorCode.UNKNOWN_SUBSCRIPTION and frame.correlation_id in self._part_of:
+                # the broker ended a live subscription (its topic was deleted: TopicNotFoundError;
+                # its log is damaged: BrokerError STORAGE_ERROR): nothing more will come
+                self._set_error(error_from_code(err.code, err.message))
                 return
             # CREDIT racing an UNSUBSCRIBE is expected; anything else is worth a line in the log
             level = logging.DEBUG if err.code == P.ErrorCode.UNKNOWN_SUBSCRIPTION else logging.WARNING
