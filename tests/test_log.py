@@ -24,7 +24,7 @@ from nanomq import errors
 from nanomq.crc32c import crc32c
 from nanomq.log import Log, LogSlice
 from nanomq.log.segment import read_index
-from nanomq.record import Codec, encode, encode_batch
+from nanomq.record import MAX_KEY, MAX_PAYLOAD, Codec, encode, encode_batch
 
 SMALL = 300_000  # a little over the minimum segment size: rolls come quickly
 
@@ -490,3 +490,65 @@ def test_batches_larger_than_the_write_buffer_are_written_whole(logdir: Path) ->
         assert [r.value for r in recs] == values
         assert [r.offset for r in recs] == list(range(70))
         assert [r.key for r in recs[:40]] == [b"k%d" % i for i in range(40)]
+
+
+@pytest.mark.parametrize("fsync", ["never", "always"])
+def test_every_form_of_append_call_gives_the_same_records(logdir: Path, fsync: str) -> None:
+    # append() is a C method whose fast path takes bytes with no keyword but key=; every other
+    # form goes to the Python implementation. Both must write the same records.
+    with Log.open(logdir, fsync=fsync) as log:
+        offsets = [
+            log.append(b"a"),
+            log.append(b"b", b"k"),
+            log.append(b"c", key=b"k2"),
+            log.append(b"d", None),
+            log.append(bytearray(b"e"), key=memoryview(b"k3")),
+            log.append(b"f", timestamp_ns=5, producer_id=3, sequence=4),
+            log.append(b"", b""),
+        ]
+        assert offsets == list(range(7))
+        with pytest.raises(errors.PayloadTooLargeError, match="65536"):
+            log.append(bytes(MAX_PAYLOAD + 1))
+        with pytest.raises(errors.PayloadTooLargeError, match="key"):
+            log.append(b"x", bytes(MAX_KEY + 1))
+        with pytest.raises(TypeError, match=r"Log\.append\(\)"):
+            log.append(b"x", bad=1)
+    with Log.open(logdir) as log:
+        got = [(r.value, r.key, r.producer_id, r.sequence) for r in log.read()]
+        assert got == [
+            (b"a", None, 0, 0),
+            (b"b", b"k", 0, 0),
+            (b"c", b"k2", 0, 0),
+            (b"d", None, 0, 0),
+            (b"e", b"k3", 0, 0),
+            (b"f", None, 3, 4),
+            (b"", b"", 0, 0),
+        ]
+        assert [r.timestamp for r in log.read()][5] == 5
+    log.close()
+    with pytest.raises(errors.LogClosedError):
+        log.append(b"after close")
+
+
+def test_threads_appending_through_rolls_lose_and_repeat_nothing(logdir: Path) -> None:
+    threads, per_thread = 4, 3000
+    with Log.open(logdir, fsync="never", segment_bytes=SMALL) as log:
+
+        def work(k: int) -> None:
+            for i in range(per_thread):
+                log.append(b"%d:%d" % (k, i) + bytes(100), b"t%d" % k)
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert log.next_offset == threads * per_thread
+        assert log.stats().rolls > 3
+    with Log.open(logdir) as log:
+        seen: dict[bytes, list[int]] = {}
+        for r in log.read():
+            k, i = r.value.split(b"\0", 1)[0].split(b":")
+            assert r.key == b"t" + k
+            seen.setdefault(k, []).append(int(i))
+    assert seen == {b"%d" % k: list(range(per_thread)) for k in range(threads)}

@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Literal, NamedTuple, NoReturn
 
 from nanomq import errors
 from nanomq._ffi import ffi, lib
+from nanomq._logcore import LogCore
 from nanomq.log import segment as sg
 from nanomq.log.recovery import Damage, SegmentScan, TruncatedTail, header_ok, scan_file
 from nanomq.record import MAX_KEY, MAX_PAYLOAD, Record, batch_columns, iter_records, nbytes, validate_batch
@@ -36,6 +37,7 @@ MAX_SEGMENT_BYTES = (1 << 32) - 8  # positions in the index are u32
 READ_CHUNK = 1 << 20  # > MAX_RECORD: a chunk always holds a whole record
 _NULL = ffi.NULL
 _append = lib.nmq_seg_append
+_APPEND_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_seg_append")))
 
 
 class LogSlice(NamedTuple):
@@ -87,7 +89,7 @@ def _fsync_policy(fsync: str) -> str:
     return fsync
 
 
-class Log:
+class Log(LogCore):
     """A segmented, crash-safe append-only log of records in one directory.
 
     Open it with `Log.open`. Appends may come from several threads (they are serialised);
@@ -117,6 +119,10 @@ class Log:
         self._always = self.fsync == "always"
         if self._always and lib.nmq_seg_set_pwrite(self._w, 1) != 0:
             raise MemoryError(ffi.string(lib.nmq_last_error()).decode())
+        # append() is LogCore's C method (csrc/py/logcore.c): with bytes and no keyword, and
+        # unless every append must sync, it calls the writer through these addresses; any
+        # other call, and any failure, comes back to _append_py.
+        self._bind(int(ffi.cast("uintptr_t", self._w)), _APPEND_ADDRESS, not self._always, self._w)
         self._durable = 0
         self._syncing = False
         self._syncs = 0
@@ -472,7 +478,21 @@ class Log:
         if self._closed:
             raise errors.LogClosedError(f"log {self.path} is closed")
 
-    def append(
+    if TYPE_CHECKING:  # the method is LogCore's (C); this is its signature
+
+        def append(
+            self,
+            value: bytes | bytearray | memoryview,
+            key: bytes | bytearray | memoryview | None = None,
+            *,
+            timestamp_ns: int | None = None,
+            producer_id: int = 0,
+            sequence: int = 0,
+        ) -> int:
+            """Append one record; returns its offset, durable per the fsync policy when it returns."""
+            ...
+
+    def _append_py(
         self,
         value: bytes | bytearray | memoryview,
         key: bytes | bytearray | memoryview | None = None,
@@ -481,7 +501,7 @@ class Log:
         producer_id: int = 0,
         sequence: int = 0,
     ) -> int:
-        """Append one record; returns its offset, durable per the fsync policy when it returns."""
+        """append() for every call LogCore's fast path leaves to Python (see __init__)."""
         if type(value) is not bytes:
             value = bytes(value)
         if key is None:
@@ -498,6 +518,8 @@ class Log:
         if self._always:
             self.sync(off + 1)
         return off
+
+    _append_py.__name__, _append_py.__qualname__ = "append", "Log.append"  # what a TypeError names
 
     def _append_slow(self, rc: int, value: bytes, kp, kl: int, ts: int | None, pid: int, seq: int) -> int:
         if rc == lib.NMQ_ETOOBIG:
