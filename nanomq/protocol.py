@@ -218,6 +218,9 @@ def validate_topic_name(name: object) -> str:
 # ------------------------------------------------------------------ frames ----
 
 
+_OPCODES = {int(o): o for o in Opcode}  # a dict lookup, not an enum call (≈ 0.8 µs) per frame
+
+
 class Frame(NamedTuple):
     """One frame: header fields and the body (bytes after the header)."""
 
@@ -264,27 +267,36 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add bytes from the stream; return every frame they complete, in order."""
         buf = self._buf
-        buf += data
+        # Frames are cut straight out of `data` when nothing is buffered (the common case:
+        # whole frames per read), else out of the buffer; each body is copied once.
+        if buf:
+            buf += data
+            src: bytes | bytearray | memoryview = buf
+        else:
+            src = data
         frames: list[Frame] = []
         pos = 0
-        end = len(buf)
-        while True:
-            if self._pending is None:
-                if end - pos < HEADER_SIZE:
+        with memoryview(src) as view:
+            end = view.nbytes
+            while True:
+                if self._pending is None:
+                    if end - pos < HEADER_SIZE:
+                        break
+                    self._pending = self._check_header(view, pos)
+                    pos += HEADER_SIZE
+                opcode, flags, corr, length = self._pending
+                if end - pos < length:
                     break
-                self._pending = self._check_header(buf, pos)
-                pos += HEADER_SIZE
-            opcode, flags, corr, length = self._pending
-            if end - pos < length:
-                break
-            frames.append(Frame(opcode, corr, bytes(buf[pos : pos + length]), flags))
-            pos += length
-            self._pending = None
-        if pos:
+                frames.append(Frame(opcode, corr, view[pos : pos + length].tobytes(), flags))
+                pos += length
+                self._pending = None
+            if src is not buf and pos < end:
+                buf += view[pos:]  # the start of an incomplete frame (at most max_frame bytes)
+        if src is buf and pos:
             del buf[:pos]
         return frames
 
-    def _check_header(self, buf: bytearray, pos: int) -> tuple[int, int, int, int]:
+    def _check_header(self, buf: bytearray | memoryview, pos: int) -> tuple[int, int, int, int]:
         magic, version, opcode, flags, reserved, corr, length = _HEADER.unpack_from(buf, pos)
         if magic != MAGIC:
             raise ProtocolError(
@@ -308,11 +320,7 @@ class FrameDecoder:
                 f"frame of {HEADER_SIZE + length} bytes exceeds the limit of {self.max_frame} bytes",
                 correlation_id=corr,
             )
-        try:
-            opcode = Opcode(opcode)
-        except ValueError:
-            pass
-        return opcode, flags, corr, length
+        return _OPCODES.get(opcode, opcode), flags, corr, length
 
 
 # ------------------------------------------------------- body read / write ----

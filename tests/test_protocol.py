@@ -145,6 +145,27 @@ def test_decoder_handles_any_split_of_the_stream() -> None:
         assert dec.buffered == 0
 
 
+def test_decoded_frames_own_their_bytes_whatever_buffer_the_stream_came_in() -> None:
+    # Frames are cut straight out of what feed() got when nothing is buffered: a caller that
+    # reuses its receive buffer must not change frames already returned.
+    frames = [P.encode_fetch(i, f"topic-{i}", i, i * 3) for i in range(200)]
+    stream = b"".join(frames)
+    rnd = random.Random(11)
+    dec = P.FrameDecoder()
+    got: list[P.Frame] = []
+    scratch = bytearray(400)
+    pos = 0
+    while pos < len(stream):
+        n = min(rnd.randint(1, 400), len(stream) - pos)
+        scratch[:n] = stream[pos : pos + n]
+        got.extend(dec.feed(memoryview(scratch)[:n]))
+        scratch[:] = bytes(len(scratch))  # the buffer is reused for the next read
+        pos += n
+    want = [(i, f"topic-{i}") for i in range(200)]
+    assert [(f.correlation_id, P.parse_fetch(f).topic) for f in got] == want
+    assert dec.buffered == 0
+
+
 @pytest.mark.parametrize("length", [P.DEFAULT_MAX_FRAME - 16 + 1, 2**32 - 1, 2**31])
 def test_oversized_length_is_refused_from_the_header_alone(length: int) -> None:
     dec = P.FrameDecoder()
