@@ -478,20 +478,6 @@ class Log(LogCore):
         if self._closed:
             raise errors.LogClosedError(f"log {self.path} is closed")
 
-    if TYPE_CHECKING:  # the method is LogCore's (C); this is its signature
-
-        def append(
-            self,
-            value: bytes | bytearray | memoryview,
-            key: bytes | bytearray | memoryview | None = None,
-            *,
-            timestamp_ns: int | None = None,
-            producer_id: int = 0,
-            sequence: int = 0,
-        ) -> int:
-            """Append one record; returns its offset, durable per the fsync policy when it returns."""
-            ...
-
     def _append_py(
         self,
         value: bytes | bytearray | memoryview,
@@ -501,7 +487,10 @@ class Log(LogCore):
         producer_id: int = 0,
         sequence: int = 0,
     ) -> int:
-        """append() for every call LogCore's fast path leaves to Python (see __init__)."""
+        """Append one record; returns its offset, durable per the fsync policy when it returns.
+
+        (`append` is LogCore's C method, which takes the common calls itself and hands every
+        other call, and every failure, to this Python body; see __init__.)"""
         if type(value) is not bytes:
             value = bytes(value)
         if key is None:
@@ -520,6 +509,8 @@ class Log(LogCore):
         return off
 
     _append_py.__name__, _append_py.__qualname__ = "append", "Log.append"  # what a TypeError names
+    if TYPE_CHECKING:  # at run time `append` is LogCore's C method, with this signature
+        append = _append_py
 
     def _append_slow(self, rc: int, value: bytes, kp, kl: int, ts: int | None, pid: int, seq: int) -> int:
         if rc == lib.NMQ_ETOOBIG:
