@@ -1,8 +1,9 @@
 """Publisher: sync, async (futures with delivery callbacks) and batch publishing to a broker.
 
-Shape: a pool of `pool_size` connections, each with its own I/O thread that reads acks and
-resolves futures (so `on_delivery` callbacks run without the caller polling). Messages are
-encoded with `nanomq.record.encode_batch` (one C call per batch) and the PUBLISH frame
+Shape: a pool of `pool_size` connections, each read by whichever thread waits on it (a
+synchronous publish reads its own ack) or else by its own I/O thread, which resolves futures
+(so `on_delivery` callbacks run without the caller polling). Messages are encoded with
+`nanomq.record.encode` / `encode_batch` (one C call per frame) and the PUBLISH frame
 carries those bytes unchanged. The number of unacknowledged messages is bounded by
 `max_in_flight`: a publish that would exceed it blocks until acks free room, and raises
 PublishTimeoutError when `timeout` passes first.
@@ -662,7 +663,8 @@ class Publisher:
         reply.add_done_callback(lambda f: self._on_ack(slot_index, f, entries, n))
 
     def _on_ack(self, slot_index: int, f: Future[P.Frame], entries: list[_Entry], n: int) -> None:
-        """On the I/O thread: resolve the frame's futures, then send what waited for this ack."""
+        """On the thread reading the connection: resolve the frame's futures, then send what
+        waited for this ack."""
         exc = f.exception()
         base = None
         if exc is None:

@@ -651,7 +651,8 @@ class Subscriber:
         return None
 
     def _on_push(self, frame: P.Frame) -> None:
-        """Frames the broker pushes (DELIVER, REBALANCE, ERROR), on the connection's I/O thread."""
+        """Frames the broker pushes (DELIVER, REBALANCE, ERROR), on the thread reading the
+        connection (a poller, or the connection's I/O thread)."""
         op = frame.opcode
         if op == P.Opcode.DELIVER:
             self._on_deliver(frame)
