@@ -1,6 +1,7 @@
 # cffi_modules cannot be declared in pyproject.toml alone yet; metadata lives there.
 # nanomq._ringcore is the ring's one-message push/pop as CPython methods (csrc/py/ringcore.c),
-# nanomq._logcore the log's one-record append (csrc/py/logcore.c).
+# nanomq._logcore the log's one-record append (csrc/py/logcore.c), nanomq._msgcore the
+# Subscriber's message building (csrc/py/msgcore.c).
 from setuptools import Extension, setup
 
 CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror"]
@@ -9,5 +10,6 @@ setup(
     ext_modules=[
         Extension("nanomq._ringcore", ["csrc/py/ringcore.c"], extra_compile_args=CFLAGS),
         Extension("nanomq._logcore", ["csrc/py/logcore.c"], extra_compile_args=CFLAGS),
+        Extension("nanomq._msgcore", ["csrc/py/msgcore.c"], extra_compile_args=CFLAGS),
     ],
 )

@@ -105,3 +105,21 @@ def test_bulk_decoding_matches_the_record_views(
     assert msgs == _messages_by_views(data, "t", 7)
     assert all(type(m) is Message for m in msgs)
     assert size * len(msgs) == len(data)
+
+
+def test_the_c_message_builder_refuses_sizes_that_do_not_tile_the_buffer() -> None:
+    from nanomq._msgcore import uniform_messages
+
+    from nanomq import record
+
+    data = record.encode_batch([b"abc"] * 4, timestamp_ns=7)
+    size = len(data) // 4
+    msgs = uniform_messages(memoryview(data), size, 0, 3, False, "t", 1, Message)
+    assert msgs == [Message("t", 1, i, 7, None, b"abc") for i in range(4)]
+    assert all(type(m) is Message for m in msgs)
+    for bad in [(size + 8, 0, 3), (size - 1, 0, 3), (size, 0, size), (size, -1, 3), (0, 0, 3)]:
+        with pytest.raises(ValueError, match="do not tile"):
+            uniform_messages(data, *bad, False, "t", 1, Message)
+    with pytest.raises(TypeError, match="tuple subclass"):
+        uniform_messages(data, size, 0, 3, False, "t", 1, dict)
+    assert uniform_messages(b"", size, 0, 3, False, "t", 1, Message) == []

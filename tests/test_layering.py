@@ -23,6 +23,7 @@ RANKS: dict[str, int] = {
     "nanomq.errors": 0,  # imports nothing from nanomq
     "nanomq._ringcore": 0,  # compiled from csrc/py/ringcore.c; only ring may import it
     "nanomq._logcore": 0,  # compiled from csrc/py/logcore.c; only the log may import it
+    "nanomq._msgcore": 0,  # compiled from csrc/py/msgcore.c; only the Subscriber may import it
     "nanomq._ffi": 1,
     "nanomq.ring": 2,
     "nanomq.record": 2,
@@ -45,6 +46,7 @@ ONLY_IMPORTER = {
     "nanomq._native": "nanomq._ffi",
     "nanomq._ringcore": "nanomq.ring",
     "nanomq._logcore": "nanomq.log.log",
+    "nanomq._msgcore": "nanomq.client.subscriber",
 }
 
 

@@ -27,11 +27,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from nanomq import protocol as P
 from nanomq import record
+from nanomq._msgcore import uniform_messages
 from nanomq.client._conn import Connection
 from nanomq.client._errors import error_from_code
 from nanomq.client._util import Backoff, Deadline, Message
@@ -129,8 +129,9 @@ def _decode_uniform(data: bytes, topic: str, partition: int) -> tuple[list[Messa
     """Messages of a validated batch whose records all have one length and no compression,
     built without a Python object per header field; None for any other batch.
 
-    The fields are read as strided slices of the buffer (one C loop each) and the messages made
-    by `tuple.__new__` over zipped columns: ≈ 4× faster than a `Record` view per record.
+    Uniformity is checked here with strided slices of the buffer (one C loop each); the
+    messages are built by `nanomq._msgcore.uniform_messages` in C (the Python version of that,
+    strided slices and `tuple.__new__` over zipped columns, took ≈ 475 ns a message).
     """
     nbytes = len(data)
     length = int.from_bytes(data[_OFF_LEN : _OFF_LEN + 4], "little")
@@ -151,17 +152,8 @@ def _decode_uniform(data: bytes, topic: str, partition: int) -> tuple[list[Messa
     value_len = int.from_bytes(data[_OFF_VALUE_LEN : _OFF_VALUE_LEN + 4], "little")
     if key_len + value_len + record.HEADER_SIZE != length:
         return None
-    offsets = memoryview(data).cast("Q")[0 :: size // 8].tolist()
-    stamps = memoryview(data).cast("q")[4 :: size // 8].tolist()
-    v0 = record.HEADER_SIZE + key_len
-    values = [data[p : p + value_len] for p in range(v0, v0 + nbytes, size)]
-    if flags & record.FLAG_KEY:
-        k0 = record.HEADER_SIZE
-        keys: Any = [data[p : p + key_len] for p in range(k0, k0 + nbytes, size)]
-    else:
-        keys = repeat(None, n)
-    cols = zip(repeat(topic, n), repeat(partition, n), offsets, stamps, keys, values, strict=False)
-    return list(map(tuple.__new__, repeat(Message, n), cols)), size
+    has_key = bool(flags & record.FLAG_KEY)
+    return uniform_messages(data, size, key_len, value_len, has_key, topic, partition, Message), size
 
 
 def _ignore(fut: Future[Any]) -> None:
