@@ -117,7 +117,9 @@ def test_the_c_message_builder_refuses_sizes_that_do_not_tile_the_buffer() -> No
     msgs = uniform_messages(memoryview(data), size, 0, 3, False, "t", 1, Message)
     assert msgs == [Message("t", 1, i, 7, None, b"abc") for i in range(4)]
     assert all(type(m) is Message for m in msgs)
-    for bad in [(size + 8, 0, 3), (size - 1, 0, 3), (size, 0, size), (size, -1, 3), (0, 0, 3)]:
+    huge = 2**63 - 1  # sizes whose sum would overflow
+    bads = [(size + 8, 0, 3), (size - 1, 0, 3), (size, 0, size), (size, -1, 3), (0, 0, 3), (size, huge, huge)]
+    for bad in bads:
         with pytest.raises(ValueError, match="do not tile"):
             uniform_messages(data, *bad, False, "t", 1, Message)
     with pytest.raises(TypeError, match="tuple subclass"):

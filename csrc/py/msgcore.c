@@ -46,8 +46,8 @@ static PyObject *uniform_messages(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "uniform_messages: cls must be a tuple subclass");
         goto done;
     }
-    if (size <= 0 || size % 8 || data.len % size || key_len < 0 || value_len < 0 ||
-        NMQ_RECORD_HEADER + key_len + value_len > size) {
+    if (size <= 0 || size % 8 || data.len % size || key_len < 0 || value_len < 0 || key_len > size ||
+        value_len > size || NMQ_RECORD_HEADER + key_len + value_len > size) { /* no sum can overflow */
         PyErr_Format(PyExc_ValueError,
                      "uniform_messages: records of %zd bytes (key %zd, value %zd) do not tile %zd bytes", size,
                      key_len, value_len, data.len);
