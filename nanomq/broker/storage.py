@@ -31,36 +31,12 @@ from typing import Any
 from nanomq.crc32c import crc32c
 from nanomq.errors import InvalidTopicNameError, ProtocolError
 from nanomq.log import Log
+from nanomq.log.segment import fsync_dir, write_atomic
 from nanomq.protocol import ErrorCode, validate_topic_name
 
 log = logging.getLogger(__name__)
 
 MAX_PARTITIONS = 1024
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` durably (temp file, fsync, rename, fsync the directory)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so a rename or create in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checked_name(name: str, what: str = "topic") -> str:

@@ -61,7 +61,8 @@ def list_segments(directory: str) -> list[int]:
     return sorted(bases)
 
 
-def fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """fsync a directory, so a create, rename or delete in it is durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -69,14 +70,23 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, *, durable: bool) -> None:
-    """temp → (fsync) → rename → (fsync(dir)): a reader sees the old file or the new one."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """temp → (fsync) → rename → (fsync(dir)): a reader sees the old file or the new one.
+
+    The temporary file has a name of its own (`.<name>.<random>.tmp`, so two writers never
+    share one); it is removed when anything fails."""
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, f"short write of {tmp}")
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, f"short write of {tmp}")
+                view = view[n:]
             if durable:
                 os.fsync(fd)
         finally:
@@ -87,7 +97,7 @@ def write_atomic(path: str, data: bytes, *, durable: bool) -> None:
             os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(os.path.dirname(path))
+        fsync_dir(head or ".")
 
 
 def segment_header(base: int, created_ns: int, segment_bytes: int) -> bytes:
