@@ -583,15 +583,8 @@ class Log(LogCore):
                     producer_id,
                     first_sequence + done,
                 )
-                if rc == lib.NMQ_ECLOSED:
-                    self._check_open()
-                if rc == lib.NMQ_LOG_FULL:
-                    self._roll()
+                if self._rolled_for(rc):
                     continue
-                if rc == lib.NMQ_LOG_EIO:
-                    self._write_failed()
-                if rc < 0:
-                    raise errors.NanoMQError(f"append_batch failed with status {rc}")
                 if rc:
                     vpos += sum(lens[done : done + rc])
                     if klens is not None:
@@ -599,9 +592,7 @@ class Log(LogCore):
                     done += rc
                 if done == n:
                     break
-                if rc == 0 and self._room_empty():
-                    raise errors.NanoMQError("a record does not fit in an empty segment")
-                self._roll()
+                self._roll_for_rest(rc)
             last = self._next_locked()
         if self._always:
             self.sync(last)
@@ -627,22 +618,37 @@ class Log(LogCore):
             pos = 0
             while pos < size:
                 rc = lib.nmq_seg_append_encoded(self._w, src + pos, size - pos, consumed)
-                if rc == lib.NMQ_ECLOSED:
-                    self._check_open()
-                if rc == lib.NMQ_LOG_FULL:
-                    self._roll()
+                if self._rolled_for(rc):
                     continue
-                if rc == lib.NMQ_LOG_EIO:
-                    self._write_failed()
                 pos += consumed[0]
                 if pos < size:
-                    if rc == 0 and self._room_empty():
-                        raise errors.NanoMQError("a record does not fit in an empty segment")
-                    self._roll()
+                    self._roll_for_rest(rc)
             last = self._next_locked()
         if sync or (sync is None and self._always):
             self.sync(last)
         return first, last
+
+    def _rolled_for(self, rc: int) -> bool:
+        """Act on a batch append's status (lock held): True after rolling to a new segment for a
+        batch that fits whole in one (call again), False when records were written (rc ≥ 0);
+        raises for a closed or failed log and any other error."""
+        if rc == lib.NMQ_LOG_FULL:
+            self._roll()
+            return True
+        if rc == lib.NMQ_ECLOSED:
+            self._check_open()
+        if rc == lib.NMQ_LOG_EIO:
+            self._write_failed()
+        if rc < 0:
+            raise errors.NanoMQError(f"append failed with status {rc}")
+        return False
+
+    def _roll_for_rest(self, wrote: int) -> None:
+        """The segment took only part of a batch (lock held): go on in a new one, unless the next
+        record fits not even in an empty segment."""
+        if wrote == 0 and self._room_empty():
+            raise errors.NanoMQError("a record does not fit in an empty segment")
+        self._roll()
 
     def _seal(self, seg: sg.Segment) -> None:
         """Detach the active segment and cut it to its records (lock held)."""
