@@ -30,7 +30,7 @@ from nanomq.client import Subscriber as _SyncSubscriber
 from nanomq.client._conn import Handshake, make_ssl_context
 from nanomq.client._errors import error_from_frame, unreachable
 from nanomq.client._util import format_address, parse_address
-from nanomq.client.publisher import _batch_size, parse_acks
+from nanomq.client.publisher import _batch_size, body_limit, cut_frames, parse_acks
 from nanomq.errors import ClientClosedError, ConnectionLostError, PayloadTooLargeError, PublishTimeoutError
 
 __all__ = ["Message", "Publisher", "Subscriber"]
@@ -424,9 +424,9 @@ class Publisher:
         if len(values) > limits.max_batch:
             raise PayloadTooLargeError(len(values), limits.max_batch, what="batch of messages (count)")
         first_key = next((k for k in keys if k is not None), None)
-        body_limit = limits.max_frame - P.PUBLISH_OVERHEAD - len(topic.encode()) - len(first_key or b"")
-        if size > body_limit:
-            raise PayloadTooLargeError(size, body_limit, what="encoded batch")
+        room = body_limit(limits, topic, first_key)
+        if size > room:
+            raise PayloadTooLargeError(size, room, what="encoded batch")
 
     def _enqueue(self, conn: _Connection, call: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Send now (nothing waiting, few frames unanswered) or add to the waiting groups."""
@@ -459,21 +459,12 @@ class Publisher:
         return fut
 
     def _send_groups(self, conn: _Connection, groups: list[dict[str, Any]]) -> None:
+        limits = conn.welcome
         for g in groups:
-            limits = conn.welcome
-            body_limit = (
-                limits.max_frame - P.PUBLISH_OVERHEAD - len(g["topic"].encode()) - len(g["key"] or b"")
-            )
             entries = g["entries"]
-            e0 = v0 = v = count = size = 0
-            for i, (_, cnt, _, esize) in enumerate(entries):
-                if i > e0 and (count + cnt > limits.max_batch or size + esize > body_limit):
-                    self._send_frame(conn, g, entries[e0:i], v0, v)
-                    e0, v0, count, size = i, v, 0, 0
-                count += cnt
-                size += esize
-                v += cnt
-            self._send_frame(conn, g, entries[e0:], v0, v)
+            limit = body_limit(limits, g["topic"], g["key"])
+            for e0, e1, v0, v1 in cut_frames(((c, s) for _, c, _, s in entries), limits.max_batch, limit):
+                self._send_frame(conn, g, entries[e0:e1], v0, v1)
 
     def _send_frame(self, conn: _Connection, g: dict[str, Any], entries: list[Any], v0: int, v1: int) -> None:
         n = v1 - v0

@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -229,6 +229,32 @@ def _batch_size(values: Sequence[Buffer], keys: Sequence[Buffer | None] | None, 
     if lens.count(lens[0]) == n:
         return n * ((_RECORD_PAD + lens[0]) & ~7)
     return sum((_RECORD_PAD + v) & ~7 for v in lens)
+
+
+def body_limit(limits: P.Welcome, topic: str, key: bytes | None) -> int:
+    """Bytes of records one PUBLISH frame to `topic` (with partitioning `key`) may carry."""
+    return limits.max_frame - P.PUBLISH_OVERHEAD - len(topic.encode()) - len(key or b"")
+
+
+def cut_frames(
+    entries: Iterable[tuple[int, int]], max_messages: int, limit: int
+) -> list[tuple[int, int, int, int]]:
+    """Cut publish calls waiting together — (messages, record bytes) each — into frames of at most
+    `max_messages` messages and `limit` bytes, on call boundaries (a call alone may exceed them:
+    its own limits were checked when it was made). Returns (first call, end call, first message,
+    end message) per frame."""
+    out = []
+    e0 = v0 = v = count = size = 0
+    i = -1
+    for i, (cnt, esize) in enumerate(entries):
+        if i > e0 and (count + cnt > max_messages or size + esize > limit):
+            out.append((e0, i, v0, v))
+            e0, v0, count, size = i, v, 0, 0
+        count += cnt
+        size += esize
+        v += cnt
+    out.append((e0, i + 1, v0, v))
+    return out
 
 
 class Publisher:
@@ -461,9 +487,9 @@ class Publisher:
             raise PayloadTooLargeError(n, limits.max_batch, what="batch of messages (count)")
         size = _batch_size(values, keys, single)
         first_key = None if keys is None else next((bytes(k) for k in keys if k is not None), None)
-        body_limit = limits.max_frame - P.PUBLISH_OVERHEAD - len(topic.encode()) - len(first_key or b"")
-        if size > body_limit:
-            raise PayloadTooLargeError(size, body_limit, what="encoded batch")
+        room = body_limit(limits, topic, first_key)
+        if size > room:
+            raise PayloadTooLargeError(size, room, what="encoded batch")
         if timestamp_ns is None:
             stamps = [time.time_ns()] * n
         elif isinstance(timestamp_ns, int):
@@ -570,22 +596,8 @@ class Publisher:
 
     def _chunks(self, group: _Group) -> list[tuple[int, int, int, int]]:
         """Cut a group into frames on entry boundaries: (first entry, end entry, first value, end value)."""
-        limits = self._pool.welcome
-        body_limit = limits.max_frame - P.PUBLISH_OVERHEAD - len(group.topic.encode()) - len(group.key or b"")
-        out = []
-        e0 = v0 = 0
-        count = size = 0
-        v = 0
-        for i, entry in enumerate(group.entries):
-            esize = entry.size
-            if i > e0 and (count + entry.count > self.max_batch_messages or size + esize > body_limit):
-                out.append((e0, i, v0, v))
-                e0, v0, count, size = i, v, 0, 0
-            count += entry.count
-            size += esize
-            v += entry.count
-        out.append((e0, len(group.entries), v0, v))
-        return out
+        limit = body_limit(self._pool.welcome, group.topic, group.key)
+        return cut_frames(((e.count, e.size) for e in group.entries), self.max_batch_messages, limit)
 
     def _send_frames(self, slot_index: int, groups: list[_Group], reserved: int) -> None:
         """Encode and send `groups` on the slot's connection (`reserved` frames were counted)."""
