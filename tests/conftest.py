@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,17 @@ def broker(tmp_path: os.PathLike[str]) -> Iterator[object]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def nmq(tmp_path: os.PathLike[str]) -> Iterator[object]:
+    """A broker that auto-creates topics with 1 partition, for the client tests
+    (`test_client.BrokerProcess`: `.address`, `.restart()`, `.signal()`); killed at teardown."""
+    from test_client import BrokerProcess  # tests/ is on sys.path
+
+    b = BrokerProcess(Path(tmp_path) / "data", "--auto-create-topics", "--default-partitions", "1")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill()

@@ -6,8 +6,6 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from test_client import BrokerProcess, create
@@ -16,13 +14,6 @@ from nanomq import BrokerUnreachableError, InvalidTopicNameError, PublishTimeout
 from nanomq.aio import Message, Publisher, Subscriber
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def nmq(tmp_path: Path) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path / "data", "--auto-create-topics", "--default-partitions", "1").start()
-    yield b
-    b.kill()
 
 
 async def read_n(sub: Subscriber, n: int, timeout: float = 30.0) -> list[Message]:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from test_client import BrokerProcess
 from nanomq import cli_client
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def nmq(tmp_path: Path) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path / "data", "--auto-create-topics", "--default-partitions", "1").start()
-    yield b
-    b.kill()
 
 
 def nanomq(*args: str, input: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60):

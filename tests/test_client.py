@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,14 +115,6 @@ class BrokerProcess:
     def _close_pipe(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-@pytest.fixture
-def nmq(tmp_path: Path) -> Iterator[BrokerProcess]:
-    """A broker that auto-creates topics with 1 partition."""
-    b = BrokerProcess(tmp_path / "data", "--auto-create-topics", "--default-partitions", "1").start()
-    yield b
-    b.kill()
 
 
 def read_n(sub: Subscriber, n: int, timeout: float = 30.0) -> list[Message]:
