@@ -175,7 +175,6 @@ int nmq_log_scan(const void *buf, uint64_t len, uint64_t pos, uint64_t first_off
         pos += size;
         count++;
     }
-    if (pos >= len && status == NMQ_LOG_SCAN_END) status = NMQ_LOG_SCAN_END;
     out->count = count;
     out->end = pos;
     out->next_offset = next;
