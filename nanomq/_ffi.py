@@ -5,7 +5,7 @@ from typing import NoReturn
 from nanomq import errors
 from nanomq._native import ffi, lib
 
-__all__ = ["ffi", "last_error", "lib", "raise_status"]
+__all__ = ["address", "ffi", "function_address", "last_error", "lib", "raise_status"]
 
 _STATUS: dict[int, type[errors.NanoMQError]] = {
     lib.NMQ_TIMEOUT: errors.NanoMQError,
@@ -27,6 +27,16 @@ _HOT_PATH_TEXT = {
     lib.NMQ_ESTATE: "call out of order (a reservation or a peeked record is still open)",
     lib.NMQ_EINVAL: "invalid argument",
 }
+
+
+def address(cdata: object) -> int:
+    """A cdata pointer as an int, for the CPython extensions that call the C core directly."""
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def function_address(name: str) -> int:
+    """The address of the C core's function `name`, for those extensions."""
+    return address(ffi.addressof(lib, name))
 
 
 def last_error() -> str:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Literal
 
 from nanomq import errors
-from nanomq._ffi import ffi, last_error, lib, raise_status
+from nanomq._ffi import address, ffi, function_address, last_error, lib, raise_status
 from nanomq._ringcore import RingCore
 
 __all__ = ["Ring", "RingBatch", "RingStats", "WaitStrategy"]
@@ -55,12 +55,8 @@ _pop_batch = lib.nmq_ring_pop_batch
 _release = lib.nmq_ring_release
 _wait_readable = lib.nmq_ring_wait_readable
 _wait_writable = lib.nmq_ring_wait_writable
-_PUSH_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_ring_push")))
-_PEEK_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_ring_peek")))
-
-
-def _address(cdata: object) -> int:
-    return int(ffi.cast("uintptr_t", cdata))
+_PUSH_ADDRESS = function_address("nmq_ring_push")
+_PEEK_ADDRESS = function_address("nmq_ring_peek")
 
 
 _U32 = "I" if array("I").itemsize == 4 else "L"  # array typecode of uint32_t
@@ -195,7 +191,7 @@ class Ring(RingCore):
         # push() and pop() are RingCore's C methods (csrc/py/ringcore.c): they call the
         # ring through these addresses; the handle and the buffer stay owned here.
         self._bind(
-            _address(self._r), _address(self._buf), _PUSH_ADDRESS, _PEEK_ADDRESS, (self._r, self._buf, mm)
+            address(self._r), address(self._buf), _PUSH_ADDRESS, _PEEK_ADDRESS, (self._r, self._buf, mm)
         )
         self._mv = memoryview(mm)
         self._closed = False

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, NoReturn
 
 from nanomq import errors
-from nanomq._ffi import ffi, lib
+from nanomq._ffi import address, ffi, function_address, lib
 from nanomq._logcore import LogCore
 from nanomq.log import segment as sg
 from nanomq.log.recovery import Damage, SegmentScan, TruncatedTail, header_ok, scan_file
@@ -37,7 +37,7 @@ MAX_SEGMENT_BYTES = (1 << 32) - 8  # positions in the index are u32
 READ_CHUNK = 1 << 20  # > MAX_RECORD: a chunk always holds a whole record
 _NULL = ffi.NULL
 _append = lib.nmq_seg_append
-_APPEND_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nmq_seg_append")))
+_APPEND_ADDRESS = function_address("nmq_seg_append")
 
 
 class LogSlice(NamedTuple):
@@ -122,7 +122,7 @@ class Log(LogCore):
         # append() is LogCore's C method (csrc/py/logcore.c): with bytes and no keyword, and
         # unless every append must sync, it calls the writer through these addresses; any
         # other call, and any failure, comes back to _append_py.
-        self._bind(int(ffi.cast("uintptr_t", self._w)), _APPEND_ADDRESS, not self._always, self._w)
+        self._bind(address(self._w), _APPEND_ADDRESS, not self._always, self._w)
         self._durable = 0
         self._syncing = False
         self._syncs = 0
