@@ -125,3 +125,23 @@ def test_the_c_message_builder_refuses_sizes_that_do_not_tile_the_buffer() -> No
     with pytest.raises(TypeError, match="tuple subclass"):
         uniform_messages(data, size, 0, 3, False, "t", 1, dict)
     assert uniform_messages(b"", size, 0, 3, False, "t", 1, Message) == []
+
+
+def test_c_built_messages_are_left_out_of_the_cyclic_gc_unless_they_can_hold_anything() -> None:
+    import gc
+
+    from nanomq._msgcore import uniform_messages
+
+    from nanomq import record
+
+    data = record.encode_batch([b"abc"] * 3, [b"k"] * 3, timestamp_ns=7)
+    size = len(data) // 3
+    msgs = uniform_messages(data, size, 1, 3, True, "t", 1, Message)
+    assert msgs == [Message("t", 1, i, 7, b"k", b"abc") for i in range(3)]
+    assert not any(gc.is_tracked(m) for m in msgs)  # str, ints and bytes: no cycle possible
+
+    class Open(tuple):  # an instance dict could be handed a reference back to the message
+        pass
+
+    opened = uniform_messages(data, size, 1, 3, True, "t", 1, Open)
+    assert all(gc.is_tracked(m) for m in opened)
