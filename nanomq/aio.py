@@ -107,7 +107,7 @@ class _Connection:
         self.writer.write(frame_for(corr))
         return fut
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray) -> None:
         if self.closed:
             raise self._lost()
         self.writer.write(data)
@@ -472,7 +472,8 @@ class Publisher:
         seq, self._seq = self._seq, self._seq + n
         topic, part, key = g["topic"], g["part"], g["key"]
         try:
-            batch = record.encode_batch(
+            frame = record.encode_batch_after(
+                P.publish_prefix(topic, part, self.acks, key=key),
                 g["values"][v0:v1],
                 None if keys.count(None) == n else keys,  # one C loop, not a genexpr
                 timestamp_ns=g["stamps"][v0:v1],
@@ -481,10 +482,10 @@ class Publisher:
                 codec=self.codec,
             )
             if self.acks == P.Acks.NONE:
-                conn.send(P.encode_publish(conn.next_id(), topic, part, self.acks, batch, key=key))
+                conn.send(P.seal_frame(frame, P.Opcode.PUBLISH, conn.next_id()))
                 self._resolve(entries, None, None, n)
                 return
-            reply = conn.request(lambda corr: P.encode_publish(corr, topic, part, self.acks, batch, key=key))
+            reply = conn.request(lambda corr: P.seal_frame(frame, P.Opcode.PUBLISH, corr))
         except Exception as exc:
             self._resolve(entries, exc, None, n)
             return

@@ -540,12 +540,29 @@ def encode_publish(
     key: bytes | None = None,
 ) -> bytes:
     """PUBLISH: str topic, i32 partition, u8 acks, u8 has_key, str key, then the batch to the end."""
-    body_head = (
-        _str(topic, "topic") + _PUBLISH.pack(partition, acks, key is not None) + _str(key or b"", "key")
-    )
+    body_head = _publish_head(topic, partition, acks, key)
     return (
         encode_header(Opcode.PUBLISH, correlation_id, len(body_head) + len(batch)) + body_head + bytes(batch)
     )
+
+
+def _publish_head(topic: str, partition: int, acks: int, key: bytes | None) -> bytes:
+    return _str(topic, "topic") + _PUBLISH.pack(partition, acks, key is not None) + _str(key or b"", "key")
+
+
+def publish_prefix(topic: str, partition: int, acks: int, *, key: bytes | None = None) -> bytes:
+    """What precedes the batch in a PUBLISH frame: room for the header (see `seal_frame`) and
+    the body's fields. A publisher encodes the records straight behind it
+    (`record.encode_batch_after`), so a frame is built without copying its batch."""
+    return bytes(HEADER_SIZE) + _publish_head(topic, partition, acks, key)
+
+
+def seal_frame(frame: bytearray, opcode: int, correlation_id: int) -> bytearray:
+    """Write the header into the first HEADER_SIZE bytes of `frame` (its body is the rest)."""
+    _HEADER.pack_into(
+        frame, 0, MAGIC, PROTOCOL_VERSION, opcode, 0, 0, correlation_id & 0xFFFFFFFF, len(frame) - HEADER_SIZE
+    )
+    return frame
 
 
 def parse_publish(frame: Frame) -> Publish:

@@ -120,6 +120,22 @@ def test_publish_carries_the_batch_unchanged() -> None:
     assert len(P.encode_publish(9, "orders", 0, 1, batch)) == P.PUBLISH_OVERHEAD + len("orders") + len(batch)
 
 
+@pytest.mark.parametrize("codec", [record.Codec.NONE, record.Codec.LZ4])
+@pytest.mark.parametrize("keys", [None, [b"k", None, b""]])
+def test_a_publish_built_in_place_is_the_same_frame_as_encode_publish(codec: record.Codec, keys: list | None) -> None:
+    values = [b"a", b"bb", b"c" * 300]
+    kw = {"timestamp_ns": [5, 6, 7], "producer_id": 3, "first_sequence": 40, "codec": codec}
+    batch = record.encode_batch(values, keys, **kw)
+    prefix = P.publish_prefix("orders", 2, P.Acks.LEADER, key=b"k")
+    frame = record.encode_batch_after(prefix, values, keys, **kw)
+    assert frame[: len(prefix)] == prefix and frame[len(prefix) :] == batch
+    sealed = P.seal_frame(frame, P.Opcode.PUBLISH, 2**32 + 9)  # the correlation id wraps as encode_header's
+    assert sealed is frame
+    assert bytes(sealed) == P.encode_publish(9, "orders", 2, P.Acks.LEADER, batch, key=b"k")
+    pub = P.parse_publish(one(bytes(sealed)))
+    assert (pub.topic, pub.partition, pub.key, bytes(pub.batch)) == ("orders", 2, b"k", batch)
+
+
 def test_records_frames_put_records_at_an_eight_aligned_offset() -> None:
     batch = record.encode_batch([b"x", b"y"], first_offset=10)
     data = P.encode_records(P.Opcode.DELIVER, 0, 5, 2, 10, 12, 20, batch)

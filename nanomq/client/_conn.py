@@ -183,7 +183,7 @@ class Connection:
         """A fresh correlation id."""
         return next(self._ids) & 0xFFFFFFFF or next(self._ids)
 
-    def request(self, build: Callable[[int], bytes | list[bytes]]) -> Future[P.Frame]:
+    def request(self, build: Callable[[int], bytes | bytearray | list[bytes]]) -> Future[P.Frame]:
         """Send the frame `build(correlation_id)` returns; the future resolves with the reply frame.
 
         The future fails with the typed NanoMQError an ERROR reply maps to, or with
@@ -225,7 +225,7 @@ class Connection:
         self._unpark()
         return fut
 
-    def send(self, data: bytes | list[bytes]) -> None:
+    def send(self, data: bytes | bytearray | list[bytes]) -> None:
         """Write whole frames (a list is written as one run, never interleaved with others)."""
         if self.closed.is_set():
             raise self._lost()

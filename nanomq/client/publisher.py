@@ -653,8 +653,10 @@ class Publisher:
                     producer_id=self._producer_id,
                     sequence=seq,
                 )
+                build = lambda corr: P.encode_publish(corr, topic, part, self.acks, batch, key=key)  # noqa: E731
             else:
-                batch = record.encode_batch(
+                frame = record.encode_batch_after(
+                    P.publish_prefix(topic, part, self.acks, key=key),
                     values,
                     keys,
                     timestamp_ns=stamps,
@@ -662,12 +664,13 @@ class Publisher:
                     first_sequence=seq,
                     codec=self.codec,
                 )
+                build = lambda corr: P.seal_frame(frame, P.Opcode.PUBLISH, corr)  # noqa: E731
             if self.acks == P.Acks.NONE:
-                conn.send(P.encode_publish(conn.next_id(), topic, part, self.acks, batch, key=key))
+                conn.send(build(conn.next_id()))
                 self._frame_done(slot_index)
                 self._resolve(entries, None, None, n)
                 return
-            reply = conn.request(lambda corr: P.encode_publish(corr, topic, part, self.acks, batch, key=key))
+            reply = conn.request(build)
         except Exception as exc:
             self._frame_done(slot_index)
             self._resolve(entries, exc, None, n)
