@@ -122,7 +122,7 @@ def test_publish_carries_the_batch_unchanged() -> None:
 
 @pytest.mark.parametrize("codec", [record.Codec.NONE, record.Codec.LZ4])
 @pytest.mark.parametrize("keys", [None, [b"k", None, b""]])
-def test_a_publish_built_in_place_is_the_same_frame_as_encode_publish(codec: record.Codec, keys: list | None) -> None:
+def test_a_publish_built_in_place_equals_encode_publish(codec: record.Codec, keys: list | None) -> None:
     values = [b"a", b"bb", b"c" * 300]
     kw = {"timestamp_ns": [5, 6, 7], "producer_id": 3, "first_sequence": 40, "codec": codec}
     batch = record.encode_batch(values, keys, **kw)
