@@ -62,6 +62,7 @@ MAX_GROUP_LENGTH = 249
 MAX_STRING = 0xFFFF
 
 _T = TypeVar("_T")
+_Writable = TypeVar("_Writable", bytearray, memoryview)
 _HEADER = struct.Struct("<2sBBHHII")
 assert _HEADER.size == HEADER_SIZE
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
@@ -557,7 +558,7 @@ def publish_prefix(topic: str, partition: int, acks: int, *, key: bytes | None =
     return bytes(HEADER_SIZE) + _publish_head(topic, partition, acks, key)
 
 
-def seal_frame(frame: bytearray, opcode: int, correlation_id: int) -> bytearray:
+def seal_frame(frame: _Writable, opcode: int, correlation_id: int) -> _Writable:
     """Write the header into the first HEADER_SIZE bytes of `frame` (its body is the rest)."""
     _HEADER.pack_into(
         frame, 0, MAGIC, PROTOCOL_VERSION, opcode, 0, 0, correlation_id & 0xFFFFFFFF, len(frame) - HEADER_SIZE

@@ -295,12 +295,17 @@ def encode_batch_after(
     first_sequence: int = 0,
     codec: Codec | str | None = Codec.NONE,
     first_offset: int = 0,
-) -> bytearray:
+    into: bytearray | None = None,
+) -> bytearray | memoryview:
     """`prefix` followed by the records `encode_batch` makes, built in one buffer.
 
     For a frame: its header goes first and the records are encoded behind it, so a batch is
     written once and never copied to join the two (on the publisher's path each extra copy
-    of a megabyte frame was also a fresh allocation, paid in page faults).
+    of a megabyte frame was also a fresh allocation, paid in page faults). With `into`, an
+    uncompressed batch that fits is built at the start of that buffer and returned as a view
+    of it, valid until the buffer is used again: a sender that writes each frame before
+    building the next needs no allocation per frame. `into` is never resized (a view of an
+    earlier frame may still be held), so otherwise a new buffer is returned, as without it.
     """
     n = len(values)
     codec = Codec.parse(codec)
@@ -328,7 +333,7 @@ def encode_batch_after(
         size = sum(lens) + n * (HEADER_SIZE + 7)  # an upper bound; the exact size comes back
     joined, key_bytes, stamps = cols.values, cols.keys, cols.timestamps
     head = len(prefix)
-    out = bytearray(head + size)
+    out = into if into is not None and len(into) >= head + size else bytearray(head + size)
     out[:head] = prefix
     rc = lib.nmq_record_encode_batch(
         ffi.from_buffer(out) + head,
@@ -348,6 +353,8 @@ def encode_batch_after(
     )
     if rc < 0:
         raise_status(rc, "encode_batch")
+    if out is into:
+        return memoryview(out)[: head + rc]
     if rc != size:
         del out[head + rc :]
     return out

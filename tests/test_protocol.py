@@ -136,6 +136,28 @@ def test_a_publish_built_in_place_equals_encode_publish(codec: record.Codec, key
     assert (pub.topic, pub.partition, pub.key, bytes(pub.batch)) == ("orders", 2, b"k", batch)
 
 
+def test_a_frame_buffer_is_reused_without_resizing_and_only_when_the_batch_fits() -> None:
+    prefix = P.publish_prefix("t", 0, P.Acks.LEADER)
+    buf = bytearray(4096)
+    first = record.encode_batch_after(prefix, [b"a" * 100, b"b"], timestamp_ns=1, into=buf)
+    assert isinstance(first, memoryview) and first.obj is buf
+    assert bytes(first) == prefix + record.encode_batch([b"a" * 100, b"b"], timestamp_ns=1)
+    held = first  # a view of the last frame still alive: the buffer must not be resized
+    second = record.encode_batch_after(prefix, [b"c"], timestamp_ns=2, into=buf)
+    assert second.obj is buf and len(buf) == 4096
+    assert bytes(second) == prefix + record.encode_batch([b"c"], timestamp_ns=2)
+    assert bytes(P.seal_frame(second, P.Opcode.PUBLISH, 5)) == P.encode_publish(
+        5, "t", 0, P.Acks.LEADER, record.encode_batch([b"c"], timestamp_ns=2)
+    )
+    big = record.encode_batch_after(prefix, [b"x" * 5000], timestamp_ns=3, into=buf)  # does not fit
+    assert isinstance(big, bytearray) and big is not buf and len(buf) == 4096
+    assert bytes(big) == prefix + record.encode_batch([b"x" * 5000], timestamp_ns=3)
+    packed = record.encode_batch_after(prefix, [b"z" * 500], timestamp_ns=4, codec="lz4", into=buf)
+    assert packed is not buf
+    assert bytes(packed) == prefix + record.encode_batch([b"z" * 500], timestamp_ns=4, codec="lz4")
+    del held
+
+
 def test_records_frames_put_records_at_an_eight_aligned_offset() -> None:
     batch = record.encode_batch([b"x", b"y"], first_offset=10)
     data = P.encode_records(P.Opcode.DELIVER, 0, 5, 2, 10, 12, 20, batch)

@@ -189,13 +189,23 @@ class _Group:
 class _Slot:
     """Per connection of the pool: PUBLISH frames awaiting their ack, and groups waiting to be sent."""
 
-    __slots__ = ("frames", "groups", "send_lock")
+    __slots__ = ("frame_buf", "frames", "groups", "send_lock")
 
     def __init__(self) -> None:
         self.frames = 0
         self.groups: dict[tuple[str, int, bytes | None], _Group] = {}
         # held from taking messages to having written them: frames leave in the order taken
         self.send_lock = threading.RLock()
+        # where batch frames are encoded, under send_lock, each written before the next is built
+        self.frame_buf: bytearray | None = None
+
+    def buffer_for(self, limits: P.Welcome) -> bytearray:
+        """The slot's frame buffer: room for the largest frame and the encoder's slack of up
+        to 7 padding bytes a record it reserves before the exact size is known."""
+        need = limits.max_frame + 8 * limits.max_batch
+        if self.frame_buf is None or len(self.frame_buf) < need:
+            self.frame_buf = bytearray(need)
+        return self.frame_buf
 
 
 _RECORD_PAD = record.HEADER_SIZE + 7
@@ -663,6 +673,7 @@ class Publisher:
                     producer_id=self._producer_id,
                     first_sequence=seq,
                     codec=self.codec,
+                    into=self._slots[slot_index].buffer_for(conn.welcome),
                 )
                 build = lambda corr: P.seal_frame(frame, P.Opcode.PUBLISH, corr)  # noqa: E731
             if self.acks == P.Acks.NONE:
