@@ -31,4 +31,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info nanomq/_native*.so nanomq/_native.c nanomq/_ringcore*.so nanomq/_logcore*.so nanomq/_msgcore*.so .snakemake
+	rm -rf $(VENV) build *.egg-info nanomq/_native*.so nanomq/_native.c nanomq/_ringcore*.so nanomq/_logcore*.so nanomq/_msgcore*.so nanomq/_reccore*.so .snakemake

@@ -17,7 +17,10 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from nanomq import errors
-from nanomq._ffi import ffi, lib, raise_status
+from nanomq._ffi import ffi, function_address, lib, raise_status
+from nanomq._reccore import encode_into as _encode_into
+
+_ENCODE_ADDRESS = function_address("nmq_record_encode")
 
 __all__ = [
     "HEADER_SIZE",
@@ -309,6 +312,16 @@ def encode_batch_after(
     """
     n = len(values)
     codec = Codec.parse(codec)
+    head = len(prefix)
+    if into is not None and codec is Codec.NONE and len(into) >= head:
+        # straight from the lists, in C; -1: a limit, the room or the types: the general path below
+        into[:head] = prefix
+        stamp = _now_ns() if timestamp_ns is None else timestamp_ns
+        rc = _encode_into(
+            into, head, values, keys, stamp, producer_id, first_sequence, first_offset, _ENCODE_ADDRESS
+        )
+        if rc >= 0:
+            return memoryview(into)[: head + rc]
     if codec is not Codec.NONE:
         batch_columns(values, keys, timestamp_ns)  # the limits and the pairing, checked first
         stamps = [timestamp_ns] * n if isinstance(timestamp_ns, int) or timestamp_ns is None else timestamp_ns
@@ -332,7 +345,6 @@ def encode_batch_after(
     else:
         size = sum(lens) + n * (HEADER_SIZE + 7)  # an upper bound; the exact size comes back
     joined, key_bytes, stamps = cols.values, cols.keys, cols.timestamps
-    head = len(prefix)
     out = into if into is not None and len(into) >= head + size else bytearray(head + size)
     out[:head] = prefix
     rc = lib.nmq_record_encode_batch(

@@ -24,6 +24,7 @@ RANKS: dict[str, int] = {
     "nanomq._ringcore": 0,  # compiled from csrc/py/ringcore.c; only ring may import it
     "nanomq._logcore": 0,  # compiled from csrc/py/logcore.c; only the log may import it
     "nanomq._msgcore": 0,  # compiled from csrc/py/msgcore.c; only the Subscriber may import it
+    "nanomq._reccore": 0,  # compiled from csrc/py/reccore.c; only record may import it
     "nanomq._ffi": 1,
     "nanomq.ring": 2,
     "nanomq.record": 2,
@@ -47,6 +48,7 @@ ONLY_IMPORTER = {
     "nanomq._ringcore": "nanomq.ring",
     "nanomq._logcore": "nanomq.log.log",
     "nanomq._msgcore": "nanomq.client.subscriber",
+    "nanomq._reccore": "nanomq.record",
 }
 
 

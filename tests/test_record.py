@@ -253,3 +253,39 @@ def test_buffers_are_measured_in_bytes_not_items() -> None:
     recs = record.decode_batch(buf)
     assert [r.value for r in recs] == [words.tobytes(), b"abc"]
     assert recs[0].key == array("H", [7]).tobytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.binary(max_size=300), max_size=40),
+    keyed=st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=40),
+    one_stamp=st.booleans(),
+    first_offset=st.integers(0, 2**40),
+)
+def test_encoding_into_a_buffer_from_the_lists_matches_encode_batch(
+    values: list[bytes], keyed: list[bytes | None], one_stamp: bool, first_offset: int
+) -> None:
+    n = len(values)
+    keys = (keyed + [None] * n)[:n] if keyed else None
+    stamps: int | list[int] = 77 if one_stamp else list(range(1000, 1000 + n))
+    kw = {"timestamp_ns": stamps, "producer_id": 9, "first_sequence": 3, "first_offset": first_offset}
+    want = record.encode_batch(values, keys, **kw)
+    views = [memoryview(bytearray(v)) for v in values]  # buffers other than bytes too
+    got = record.encode_batch_after(b"HEAD", views, keys, into=bytearray(64 * 1024), **kw)
+    assert isinstance(got, memoryview) and bytes(got) == b"HEAD" + want
+
+
+def test_encoding_into_a_buffer_reports_bad_batches_as_the_general_path_does() -> None:
+    buf = bytearray(1 << 20)
+    over = b"x" * (record.MAX_PAYLOAD + 1)
+    with pytest.raises(PayloadTooLargeError, match="record 1"):
+        record.encode_batch_after(b"", [b"ok", over], into=buf)
+    with pytest.raises(ValueError, match="2 keys for 1 values"):
+        record.encode_batch_after(b"", [b"a"], [b"k", b"l"], into=buf)
+    with pytest.raises(ValueError, match="timestamps"):
+        record.encode_batch_after(b"", [b"a"], timestamp_ns=[1, 2], into=buf)
+    with pytest.raises(TypeError):
+        record.encode_batch_after(b"", [b"a", 5], into=buf)  # type: ignore[list-item]
+    small = bytearray(100)  # room for the prefix, not the record: a new buffer, the same bytes
+    got = record.encode_batch_after(b"P", [b"v" * 200], timestamp_ns=1, into=small)
+    assert got is not small and bytes(got) == b"P" + record.encode_batch([b"v" * 200], timestamp_ns=1)
