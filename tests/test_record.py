@@ -289,3 +289,12 @@ def test_encoding_into_a_buffer_reports_bad_batches_as_the_general_path_does() -
     small = bytearray(100)  # room for the prefix, not the record: a new buffer, the same bytes
     got = record.encode_batch_after(b"P", [b"v" * 200], timestamp_ns=1, into=small)
     assert got is not small and bytes(got) == b"P" + record.encode_batch([b"v" * 200], timestamp_ns=1)
+
+
+def test_encoding_into_a_buffer_refuses_out_of_range_ids_as_the_general_path_does() -> None:
+    buf = bytearray(4096)
+    for kw in ({"producer_id": -1}, {"first_sequence": 2**64}, {"first_offset": -5}):
+        with pytest.raises(OverflowError):
+            record.encode_batch([b"a"], **kw)
+        with pytest.raises(OverflowError):
+            record.encode_batch_after(b"", [b"a"], into=buf, **kw)

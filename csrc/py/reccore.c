@@ -58,11 +58,14 @@ static PyObject *encode_into(PyObject *module, PyObject *args) {
     Py_buffer out;
     Py_ssize_t at;
     PyObject *values, *keys, *stamps;
-    unsigned long long producer_id, first_sequence, first_offset;
-    PyObject *fn_addr;
-    if (!PyArg_ParseTuple(args, "w*nOOOKKKO!:encode_into", &out, &at, &values, &keys, &stamps, &producer_id,
-                          &first_sequence, &first_offset, &PyLong_Type, &fn_addr))
+    PyObject *pid_obj, *seq_obj, *off_obj, *fn_addr;
+    if (!PyArg_ParseTuple(args, "w*nOOOO!O!O!O!:encode_into", &out, &at, &values, &keys, &stamps, &PyLong_Type,
+                          &pid_obj, &PyLong_Type, &seq_obj, &PyLong_Type, &off_obj, &PyLong_Type, &fn_addr))
         return NULL;
+    /* Checked, not wrapped ("K" would take -1 as 2**64 - 1): out of range goes the general way. */
+    unsigned long long producer_id = PyLong_AsUnsignedLongLong(pid_obj);
+    unsigned long long first_sequence = PyLong_AsUnsignedLongLong(seq_obj);
+    unsigned long long first_offset = PyLong_AsUnsignedLongLong(off_obj);
     PyObject *vals = NULL, *ks = NULL, *ts = NULL;
     int64_t result = -1;
     encode_fn encode = (encode_fn)PyLong_AsVoidPtr(fn_addr);
@@ -70,6 +73,10 @@ static PyObject *encode_into(PyObject *module, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "encode_into: no encoder address");
         PyBuffer_Release(&out);
         return NULL;
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
     }
     if (at < 0 || at > out.len) goto done;
     vals = PySequence_Fast(values, "encode_into: values must be a sequence");
