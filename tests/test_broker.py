@@ -488,6 +488,44 @@ def test_push_subscription_respects_credit(client: RawClient) -> None:
     assert more
 
 
+def test_a_waiting_subscriber_gets_exactly_the_bytes_the_log_holds(shared: BrokerProcess) -> None:
+    """Caught-up subscribers are served from the batch that woke them (not a read of the log):
+    what they get must be the log's bytes, offsets stamped, whatever offsets the publisher sent."""
+    with RawClient(shared.address) as pub, RawClient(shared.address) as s1, RawClient(shared.address) as s2:
+        pub.create_topic("woken", 1)
+        pub.publish("woken", [b"before"])
+        subs = [
+            (
+                c,
+                P.parse_subscribed(
+                    c.request(lambda k: P.encode_subscribe(k, "woken", 0, P.Start.LATEST, 1 << 20))
+                ),
+            )
+            for c in (s1, s2)
+        ]
+        sent = []
+        for i, values in enumerate(
+            [[b"a"], [b"bb", b"c" * 300], [b"k%d" % j for j in range(50)], [b"z" * 40_000, b"y" * 40_000]]
+        ):
+            batch = record.encode_batch(values, first_offset=10_000 * (i + 1))  # offsets the log must replace
+            ack = P.parse_publish_ack(
+                pub.request(lambda c, batch=batch: P.encode_publish(c, "woken", 0, P.Acks.LEADER, batch))
+            )
+            sent.append((ack.base_offset, ack.base_offset + len(values)))
+        end = sent[-1][1]
+        for c, sub in subs:
+            got: list[P.Records] = []
+            for _ in range(200):
+                got += drain_delivers(c, sub.subscription)
+                if got and got[-1].next_offset == end:
+                    break
+            delivered = b"".join(bytes(r.records) for r in got)
+            assert got[0].first_offset == 1 and got[-1].next_offset == end
+            from_log = b"".join(bytes(r.raw) for r in pub.fetch_all("woken", 0, 1))
+            assert delivered == from_log  # byte for byte, offsets stamped by the log
+            assert [r.offset for r in record.decode_batch(delivered)] == list(range(1, end))
+
+
 def test_subscribe_latest_and_unsubscribe(client: RawClient) -> None:
     client.create_topic("latest", 1)
     client.publish("latest", [b"old"])

@@ -380,10 +380,10 @@ class Connection(asyncio.Protocol):
                 P.ErrorCode.BATCH_TOO_LARGE,
                 f"batch of {info.count} records exceeds the limit of {b.config.max_batch} records",
             )
-        first, _nxt = part.log.append_encoded(batch, sync=False, validated=True)
+        first, nxt = part.log.append_encoded(batch, sync=False, validated=True)
         b.metrics.messages_in[topic.name] += info.count
         b.metrics.bytes_in[topic.name] += info.nbytes
-        part.notify()
+        part.notify(first, nxt, batch)
         if req.acks == P.Acks.NONE:
             return
         ack = P.encode_publish_ack(frame.correlation_id, part.index, info.count, first)
@@ -440,6 +440,18 @@ class Connection(asyncio.Protocol):
         next offset, the log's end offset) — sent 0 and next = offset when there were none.
         OffsetOutOfRangeError from the log."""
         lg = part.log
+        recent = part.recent(offset)
+        if recent is not None and len(recent[1]) <= max_bytes:
+            # the batch that woke us, as the log holds it: no slice, no read of the segment
+            nxt, data = recent
+            end = lg.next_offset
+            self.write(
+                P.encode_records_header(opcode, corr, sub_id, part.index, offset, nxt, end, len(data)) + data
+            )
+            m = self.broker.metrics
+            m.messages_out[topic.name] += nxt - offset
+            m.bytes_out[topic.name] += len(data)
+            return len(data), nxt, end
         sl = lg.slice(offset, max_bytes)
         end = lg.next_offset
         if sl.length == 0:

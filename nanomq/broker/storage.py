@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanomq import record
 from nanomq.crc32c import crc32c
 from nanomq.errors import InvalidTopicNameError, ProtocolError
 from nanomq.log import Log
@@ -70,6 +71,10 @@ class LogOptions:
         }
 
 
+RECENT_MAX_BYTES = 64 * 1024
+"""Batches up to this size are kept for the subscribers they wake (larger ones go by sendfile)."""
+
+
 class Partition:
     """One partition: its log, the waiters for new records, and group commit of syncs."""
 
@@ -80,6 +85,10 @@ class Partition:
         self.closed = False
         self._executor = executor
         self._waiters: set[Callable[[], None]] = set()
+        # The last batch appended while someone waited for it: (first offset, next offset, its
+        # bytes as published — offsets stamped on first use). A caught-up subscriber is served
+        # from it instead of a slice and a read of the segment.
+        self._recent: tuple[int, int, bytes | bytearray | memoryview] | None = None
         self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._syncing = False
         self._sync_task: asyncio.Task[None] | None = None
@@ -94,12 +103,30 @@ class Partition:
     def remove_waiter(self, callback: Callable[[], None]) -> None:
         self._waiters.discard(callback)
 
-    def notify(self) -> None:
-        """Records were appended: wake every waiter once."""
+    def notify(self, first: int = -1, nxt: int = -1, batch: bytes | memoryview | None = None) -> None:
+        """Records were appended (`batch`: their bytes, records [first, nxt), when the caller has
+        them at hand): wake every waiter once."""
         if self._waiters:
+            small = batch is not None and len(batch) <= RECENT_MAX_BYTES
+            self._recent = (first, nxt, batch) if small else None  # type: ignore[assignment]
             waiters, self._waiters = self._waiters, set()
             for cb in waiters:
                 cb()
+        else:
+            self._recent = None
+
+    def recent(self, offset: int) -> tuple[int, bytes | bytearray | memoryview] | None:
+        """(next offset, records) of the batch appended last, when it starts at `offset` and
+        was kept (see notify): the same bytes the log holds for [offset, next offset)."""
+        r = self._recent
+        if r is None or r[0] != offset:
+            return None
+        first, nxt, data = r
+        if not isinstance(data, bytearray):  # stamped once, however many subscribers read it
+            data = bytearray(data)
+            record.stamp_offsets(data, first)
+            self._recent = (first, nxt, data)
+        return nxt, data
 
     # ---- durability ----
 
