@@ -36,6 +36,12 @@ def test_a_tiny_run_covers_every_available_system_and_names_the_missing(tmp_path
         cpu = res["sections"]["cpu"][system]
         assert cpu["server_cpu_s"] is None or cpu["server_cpu_s"] >= 0
     assert ("nanomq" in res["sections"]["durable"]) == ("nanomq" in live)
+    for key in ("latency", "latency_1k"):  # NanoMQ's fire-and-forget row beside its acks=1 row
+        assert (brokerbench.ACKS0 in res["sections"][key]) == ("nanomq" in live)
+    if "nanomq" in live:
+        acks0 = res["sections"]["latency"][brokerbench.ACKS0]
+        assert acks0["parameters"]["acks"] == 0 and acks0["sent"] == acks0["received"], acks0["reasons"]
+        assert "NanoMQ broker, acks=0" in printed
     assert [t["key"] for t in res["targets"]] == list(brokerbench.TARGETS)
     assert {t["verdict"] for t in res["targets"]} <= {"PASS", "MISS", "FAILED", "n/a"}
     if "nanomq" not in live:
