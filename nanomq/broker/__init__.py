@@ -198,7 +198,7 @@ def keep_frame_memory(max_frame: int) -> bool:
     Every PUBLISH body of up to `max_frame` bytes is allocated and freed once. Left to its
     dynamic thresholds, glibc serves such blocks with mmap or trims them back to the system
     on free, so each next frame faults its pages in again (and munmap shoots down TLBs on
-    every CPU): ≈ 10 % of the broker's CPU on the batched path (docs/ARCHITECTURE.md).
+    every CPU): about a quarter of the broker's CPU samples on the batched path (docs/ARCHITECTURE.md).
     Blocks up to twice the largest frame now come from the heap, and up to twice that
     stays mapped after a free. The broker is its own process, so this is its choice to
     make; the client library leaves its host process's malloc alone.
