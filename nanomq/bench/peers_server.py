@@ -12,9 +12,10 @@ processes, `teardown()` stops the server. Nothing is reached beyond this machine
   batching behind the load generator's back). The consumer subscribes with a callback
   into a deque and flushes before it reports ready, so no message is published before
   the server knows the subscription.
-- Redis: `redis-server` from PATH (Debian's package), on a Unix socket in a private
-  temporary directory (no TCP port at all), no persistence; the client is redis-py.
-  Without a server on PATH the transport is unavailable and its runs are SKIPPED.
+- Redis: `redis-server` from PATH (Debian's package), bound to 127.0.0.1 on a free port
+  (TCP, like the others: a Unix socket would save it ≈ 8 µs a hop here), no persistence;
+  the client is redis-py. Without a server on PATH the transport is unavailable and its
+  runs are SKIPPED.
 
 Neither is pinned: the server needs a CPU too, and on two cores pinning the clients
 would leave it fighting one of them.
@@ -90,6 +91,22 @@ def make_driver(transport: str, **options: Any) -> Driver:
     if transport == "redis":
         return RedisDriver(**options)
     raise ValueError(f"{transport!r} is not a server-based peer (nats or redis)")
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _wait_for(check: Any, what: str, proc: subprocess.Popen, log: Path) -> Any:
@@ -485,10 +502,10 @@ class _RedisProducer(Producer):
 
     REPLIES_AT_ONCE = 256
 
-    def __init__(self, socket_path: str, channel: str) -> None:
+    def __init__(self, port: int, channel: str) -> None:
         import redis
 
-        self.r = redis.Redis(unix_socket_path=socket_path)
+        self.r = redis.Redis(host="127.0.0.1", port=port)
         self.channel = channel
         self.conn = self.r.connection_pool.get_connection()
         self.unread = 0
@@ -526,12 +543,12 @@ class _RedisProducer(Producer):
 
 
 class _RedisConsumer(Consumer):
-    def __init__(self, socket_path: str, channel: str) -> None:
+    def __init__(self, port: int, channel: str) -> None:
         import redis
 
         # RESP2: published messages are plain replies ([b"message", channel, data]) on the
         # subscription's connection; RESP3 makes them push notifications redis-py routes elsewhere
-        self.r = redis.Redis(unix_socket_path=socket_path, protocol=2)
+        self.r = redis.Redis(host="127.0.0.1", port=port, protocol=2)
         self.pubsub = self.r.pubsub()
         self.pubsub.subscribe(channel)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -566,16 +583,18 @@ class _RedisConsumer(Consumer):
 
 
 class RedisDriver(_ServerDriver):
-    """Redis pub/sub through a private redis-server on a Unix socket, client redis-py."""
+    """Redis pub/sub through a private redis-server on 127.0.0.1 (TCP), client redis-py."""
 
     name = "redis"
     label = "Redis pub/sub (redis-py)"
     batch_label = "pipelined PUBLISH of 256"
 
+    PORT_ATTEMPTS = 5
+
     def __init__(self, channel: str = SUBJECT) -> None:
         super().__init__()
         self.channel = channel
-        self.socket_path: str | None = None
+        self.port: int | None = None
 
     def setup(self, ctx: Any, size: int) -> None:
         binary = find_binary("redis-server")
@@ -583,37 +602,35 @@ class RedisDriver(_ServerDriver):
             raise RuntimeError(unavailable("redis"))
         try:
             self._dir = tempfile.mkdtemp(prefix="nanomq-bench-redis-")
-            sock = str(Path(self._dir) / "redis.sock")
-            argv = [
-                binary,
-                "--port",
-                "0",
-                "--unixsocket",
-                sock,
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir,
-            ]
-            log = Path(self._dir) / "redis.log"
-            with open(log, "wb") as out:
-                self._proc = subprocess.Popen(
-                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
-            _wait_for(lambda: Path(sock).exists(), "redis-server", self._proc, log)
-            self.socket_path = sock
+            # redis-server cannot pick its own port (0 turns TCP off): take a free one, and
+            # another if something grabbed it before the server bound it
+            for attempt in range(self.PORT_ATTEMPTS):
+                port = _free_port()
+                log = Path(self._dir) / f"redis-{attempt}.log"
+                argv = [binary, "--bind", "127.0.0.1", "--port", str(port)]
+                with open(log, "wb") as out:
+                    self._proc = subprocess.Popen(
+                        [*argv, "--save", "", "--appendonly", "no", "--dir", self._dir],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                try:
+                    _wait_for(lambda port=port: _accepts(port), "redis-server", self._proc, log)
+                except RuntimeError:
+                    if self._proc.poll() is None or attempt == self.PORT_ATTEMPTS - 1:
+                        raise
+                    continue  # it exited: most likely the port was taken meanwhile
+                self.port = port
+                return
         except BaseException:
             self.teardown()
             raise
 
     def producer(self) -> Producer:
-        assert self.socket_path is not None, "setup() was not called"
-        return _RedisProducer(self.socket_path, self.channel)
+        assert self.port is not None, "setup() was not called"
+        return _RedisProducer(self.port, self.channel)
 
     def consumer(self) -> Consumer:
-        assert self.socket_path is not None, "setup() was not called"
-        return _RedisConsumer(self.socket_path, self.channel)
+        assert self.port is not None, "setup() was not called"
+        return _RedisConsumer(self.port, self.channel)
