@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "../nanomq.h"
+#include "pymodule.h"
 
 typedef int64_t (*append_fn)(nmq_seg *s, const void *value, uint32_t vlen, const void *key, int32_t klen,
                              int64_t ts, int32_t ts_now, uint64_t producer_id, uint64_t sequence);
@@ -161,13 +162,4 @@ static struct PyModuleDef module = {
     .m_size = -1,
 };
 
-PyMODINIT_FUNC PyInit__logcore(void) {
-    if (PyType_Ready(&LogCoreType) < 0) return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "LogCore", (PyObject *)&LogCoreType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
-}
+PyMODINIT_FUNC PyInit__logcore(void) { return nmq_module_with_type(&module, &LogCoreType, "LogCore"); }

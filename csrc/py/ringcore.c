@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "../nanomq.h"
+#include "pymodule.h"
 
 typedef int (*push_fn)(nmq_ring *r, const void *data, uint32_t len);
 typedef int64_t (*peek_fn)(nmq_ring *r);
@@ -171,13 +172,4 @@ static struct PyModuleDef module = {
     .m_size = -1,
 };
 
-PyMODINIT_FUNC PyInit__ringcore(void) {
-    if (PyType_Ready(&RingCoreType) < 0) return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "RingCore", (PyObject *)&RingCoreType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
-}
+PyMODINIT_FUNC PyInit__ringcore(void) { return nmq_module_with_type(&module, &RingCoreType, "RingCore"); }

@@ -440,38 +440,33 @@ class Connection(asyncio.Protocol):
         next offset, the log's end offset) — sent 0 and next = offset when there were none.
         OffsetOutOfRangeError from the log."""
         lg = part.log
+        sl = None
         recent = part.recent(offset)
         if recent is not None and len(recent[1]) <= max_bytes:
             # the batch that woke us, as the log holds it: no slice, no read of the segment
             nxt, data = recent
-            end = lg.next_offset
-            self.write(
-                P.encode_records_header(opcode, corr, sub_id, part.index, offset, nxt, end, len(data)) + data
-            )
-            m = self.broker.metrics
-            m.messages_out[topic.name] += nxt - offset
-            m.bytes_out[topic.name] += len(data)
-            return len(data), nxt, end
-        sl = lg.slice(offset, max_bytes)
-        end = lg.next_offset
-        if sl.length == 0:
-            if opcode == P.Opcode.RECORDS:
-                self.write(P.encode_records(opcode, corr, sub_id, part.index, offset, offset, end))
-            return 0, offset, end
-        head = P.encode_records_header(
-            opcode, corr, sub_id, part.index, sl.first_offset, sl.next_offset, end, sl.length
-        )
-        if sl.length >= SENDFILE_MIN and self._sock_fd >= 0:
-            self._send_zero_copy(head, sl.fd, sl.position, sl.length)
+            first, length, end = offset, len(data), lg.next_offset
         else:
-            data = os.pread(sl.fd, sl.length, sl.position)
-            if len(data) != sl.length:  # the segment was cut under us (retention): read nothing now
-                raise OffsetOutOfRangeError(offset, lg.first_offset, end)
+            sl = lg.slice(offset, max_bytes)
+            end = lg.next_offset
+            if sl.length == 0:
+                if opcode == P.Opcode.RECORDS:
+                    self.write(P.encode_records(opcode, corr, sub_id, part.index, offset, offset, end))
+                return 0, offset, end
+            first, nxt, length, data = sl.first_offset, sl.next_offset, sl.length, None
+        head = P.encode_records_header(opcode, corr, sub_id, part.index, first, nxt, end, length)
+        if sl is not None and length >= SENDFILE_MIN and self._sock_fd >= 0:
+            self._send_zero_copy(head, sl.fd, sl.position, length)
+        else:
+            if sl is not None:
+                data = os.pread(sl.fd, length, sl.position)
+                if len(data) != length:  # the segment was cut under us (retention): read nothing now
+                    raise OffsetOutOfRangeError(offset, lg.first_offset, end)
             self.write(head + data)
         m = self.broker.metrics
-        m.messages_out[topic.name] += sl.next_offset - sl.first_offset
-        m.bytes_out[topic.name] += sl.length
-        return sl.length, sl.next_offset, end
+        m.messages_out[topic.name] += nxt - first
+        m.bytes_out[topic.name] += length
+        return length, nxt, end
 
     def _send_zero_copy(self, head: bytes, fd: int, position: int, length: int) -> None:
         """Header, then the records straight from the segment file with os.sendfile.
