@@ -566,7 +566,28 @@ def seal_frame(frame: _Writable, opcode: int, correlation_id: int) -> _Writable:
     return frame
 
 
+_PUBLISH_KEY = struct.Struct("<iBBH")  # partition, acks, has_key, key length
+_ACKS = (Acks.NONE, Acks.LEADER, Acks.ALL)
+
+
 def parse_publish(frame: Frame) -> Publish:
+    # The broker's busiest parse: a well-formed body is read with two unpacks; anything else
+    # takes the field-by-field reader below, which names what is wrong.
+    body = frame.body
+    try:
+        (n,) = _U16.unpack_from(body, 0)
+        partition, acks, has_key, klen = _PUBLISH_KEY.unpack_from(body, 2 + n)
+        start = 2 + n + _PUBLISH_KEY.size + klen
+        if acks <= 2 and has_key <= 1 and start <= len(body):
+            topic = str(body[2 : 2 + n], "utf-8")
+            key = bytes(body[start - klen : start]) if has_key else None
+            return Publish(topic, partition, _ACKS[acks], key, memoryview(body)[start:])
+    except (struct.error, UnicodeDecodeError):
+        pass
+    return _parse_publish_fields(frame)
+
+
+def _parse_publish_fields(frame: Frame) -> Publish:
     r = _Reader(frame, "PUBLISH")
     topic = r.string("topic")
     partition, acks, has_key = r.take(_PUBLISH)
@@ -592,9 +613,23 @@ class PublishAck(NamedTuple):
 _PUBLISH_ACK = struct.Struct("<iIQ")
 
 
+_PUBLISH_ACK_FRAME = struct.Struct(_HEADER.format + _PUBLISH_ACK.format[1:])
+
+
 def encode_publish_ack(correlation_id: int, partition: int, count: int, base_offset: int) -> bytes:
     """PUBLISH_ACK: i32 partition, u32 count, u64 base_offset (offset of the batch's first record)."""
-    return encode_frame(Opcode.PUBLISH_ACK, correlation_id, _PUBLISH_ACK.pack(partition, count, base_offset))
+    return _PUBLISH_ACK_FRAME.pack(
+        MAGIC,
+        PROTOCOL_VERSION,
+        Opcode.PUBLISH_ACK,
+        0,
+        0,
+        correlation_id & 0xFFFFFFFF,
+        _PUBLISH_ACK.size,
+        partition,
+        count,
+        base_offset,
+    )
 
 
 def parse_publish_ack(frame: Frame) -> PublishAck:
@@ -648,6 +683,7 @@ class Records(NamedTuple):
 
 
 _RECORDS = struct.Struct("<IiQQQ")
+_RECORDS_HEADER = struct.Struct(_HEADER.format + _RECORDS.format[1:])  # frame header and fixed fields
 #: Bytes of a RECORDS or DELIVER frame before its records (header + fixed fields; 8-aligned).
 RECORDS_OVERHEAD = HEADER_SIZE + _RECORDS.size
 
@@ -664,8 +700,19 @@ def encode_records_header(
 ) -> bytes:
     """Header and fixed fields of a RECORDS/DELIVER frame; `records_length` bytes of records follow
     (so a broker can send them straight from a segment file)."""
-    return encode_header(opcode, correlation_id, _RECORDS.size + records_length) + _RECORDS.pack(
-        subscription, partition, first_offset, next_offset, end_offset
+    return _RECORDS_HEADER.pack(
+        MAGIC,
+        PROTOCOL_VERSION,
+        opcode,
+        0,
+        0,
+        correlation_id & 0xFFFFFFFF,
+        _RECORDS.size + records_length,
+        subscription,
+        partition,
+        first_offset,
+        next_offset,
+        end_offset,
     )
 
 

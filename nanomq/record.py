@@ -19,8 +19,10 @@ from typing import NamedTuple
 from nanomq import errors
 from nanomq._ffi import ffi, function_address, lib, raise_status
 from nanomq._reccore import encode_into as _encode_into
+from nanomq._reccore import scan as _scan
 
 _ENCODE_ADDRESS = function_address("nmq_record_encode")
+_SCAN_ADDRESS = function_address("nmq_record_scan")
 
 __all__ = [
     "HEADER_SIZE",
@@ -104,6 +106,7 @@ class BatchInfo(NamedTuple):
     nbytes: int
 
 
+_SCAN_END = int(ScanStatus.END)
 _REASON = {
     ScanStatus.SHORT: ("short", "a record runs past the end of the buffer"),
     ScanStatus.ZERO: ("header", "zero bytes where a record header should be"),
@@ -380,15 +383,9 @@ def scan(
     Checks every header field, the zero padding, the CRC32C and — with `first_offset` —
     that offsets run first_offset, first_offset + 1, ... Never raises for bad data.
     """
-    res = ffi.new("nmq_scan_result *")
-    lib.nmq_record_scan(
-        ffi.from_buffer(buf),
-        nbytes(buf),
-        -1 if first_offset is None else first_offset,
-        max_records or 0,
-        res,
-    )
-    return ScanResult(res.count, res.nbytes, ScanStatus(res.status))
+    first = -1 if first_offset is None else first_offset
+    count, size, status = _scan(buf, first, max_records or 0, _SCAN_ADDRESS)
+    return ScanResult(count, size, ScanStatus(status))
 
 
 def validate_batch(buf: bytes | bytearray | memoryview, first_offset: int | None = None) -> BatchInfo:
@@ -396,8 +393,9 @@ def validate_batch(buf: bytes | bytearray | memoryview, first_offset: int | None
 
     Raises CorruptRecordError naming the byte position, the expected offset and the reason.
     """
-    count, size, status = scan(buf, first_offset)
-    if status is not ScanStatus.END:
+    count, size, status = _scan(buf, -1 if first_offset is None else first_offset, 0, _SCAN_ADDRESS)
+    if status != _SCAN_END:
+        status = ScanStatus(status)
         reason, text = _REASON[status]
         expected = None if first_offset is None else first_offset + count
         where = f"record {count} at byte {size}" + ("" if expected is None else f" (offset {expected})")

@@ -12,6 +12,8 @@
  * do not pair up, a timestamp that is not an int — returns -1 with nothing raised, and the
  * caller takes the general path, which names the problem. So the checks and their messages
  * live in one place (nanomq/record.py).
+ *
+ * scan() is nmq_record_scan for record.scan, which the broker runs on every PUBLISH.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -144,8 +146,59 @@ fail:
     return NULL;
 }
 
+typedef int (*scan_fn)(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
+                       nmq_scan_result *out);
+
+PyDoc_STRVAR(scan_doc,
+             "scan(buf, first_offset, max_records, scan) -> (count, nbytes, status)\n--\n\n"
+             "nmq_record_scan over buf (any contiguous buffer; first_offset -1: not checked,\n"
+             "max_records 0: no limit), called through its address `scan`, as plain ints.");
+
+/* record.scan's one C call without cffi's per-call objects (a result struct, a buffer
+ * wrapper, an enum and a named tuple cost more than the scan of a small batch). */
+static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "scan() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long long first = PyLong_AsLongLong(args[1]);
+    if (first == -1 && PyErr_Occurred()) return NULL;
+    unsigned long long max_records = PyLong_AsUnsignedLongLong(args[2]);
+    if (max_records == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    scan_fn fn = (scan_fn)PyLong_AsVoidPtr(args[3]);
+    if (!fn) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "scan: no scanner address");
+        return NULL;
+    }
+    Py_buffer view;
+    const char *p;
+    Py_ssize_t len;
+    int held;
+    if (bytes_of(args[0], &view, &held, &p, &len) < 0) {
+        PyErr_Format(PyExc_TypeError, "scan: a bytes-like object is required, not '%.100s'", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    nmq_scan_result res;
+    int rc;
+    if (len > 65536) { /* a long CRC pass: let other threads run meanwhile, as the cffi call did */
+        Py_BEGIN_ALLOW_THREADS
+        rc = fn(p, (uint64_t)len, (int64_t)first, (uint64_t)max_records, &res);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = fn(p, (uint64_t)len, (int64_t)first, (uint64_t)max_records, &res);
+    }
+    if (held) PyBuffer_Release(&view);
+    if (rc != 0) {
+        PyErr_Format(PyExc_RuntimeError, "nmq_record_scan failed with status %d", rc);
+        return NULL;
+    }
+    return Py_BuildValue("(KKi)", (unsigned long long)res.count, (unsigned long long)res.nbytes, (int)res.status);
+}
+
 static PyMethodDef methods[] = {
     {"encode_into", encode_into, METH_VARARGS, encode_into_doc},
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -444,8 +444,9 @@ class Connection(asyncio.Protocol):
         recent = part.recent(offset)
         if recent is not None and len(recent[1]) <= max_bytes:
             # the batch that woke us, as the log holds it: no slice, no read of the segment
+            # (it is the last append: its end is the log's — no lock, no call into the writer)
             nxt, data = recent
-            first, length, end = offset, len(data), lg.next_offset
+            first, length, end = offset, len(data), nxt
         else:
             sl = lg.slice(offset, max_bytes)
             end = lg.next_offset

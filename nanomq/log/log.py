@@ -116,6 +116,9 @@ class Log(LogCore):
             raise MemoryError(ffi.string(lib.nmq_last_error()).decode())
         # The writer lives as long as this object (threads inside append hold a reference).
         self._w = ffi.gc(out[0], lib.nmq_seg_free)
+        # out-parameters of append_encoded and _next_locked, used under _lock
+        self._consumed = ffi.new("uint64_t *")
+        self._info = ffi.new("nmq_seg_info *")
         self._always = self.fsync == "always"
         if self._always and lib.nmq_seg_set_pwrite(self._w, 1) != 0:
             raise MemoryError(ffi.string(lib.nmq_last_error()).decode())
@@ -612,18 +615,18 @@ class Log(LogCore):
         if not validated:
             validate_batch(buf)
         src = ffi.from_buffer(buf)
-        consumed = ffi.new("uint64_t *")
         with self._lock:
-            first = self._next_locked()
+            consumed = self._consumed
+            last = first = self._next_locked()
             pos = 0
             while pos < size:
                 rc = lib.nmq_seg_append_encoded(self._w, src + pos, size - pos, consumed)
                 if self._rolled_for(rc):
                     continue
                 pos += consumed[0]
+                last += rc
                 if pos < size:
                     self._roll_for_rest(rc)
-            last = self._next_locked()
         if sync or (sync is None and self._always):
             self.sync(last)
         return first, last
@@ -752,9 +755,15 @@ class Log(LogCore):
             self._cond.notify_all()
 
     def _next_locked(self) -> int:
-        if self._segments:
-            return self._segments[-1].live()[1]
-        return 0
+        if not self._segments:
+            return 0
+        seg = self._segments[-1]
+        if seg.writer is not None:  # Segment.live() without its allocation (called per append)
+            info = self._info
+            lib.nmq_seg_get_info(seg.writer, info)
+            if info.attached and info.base_offset == seg.base:
+                return info.next_offset
+        return seg.next_offset
 
     def _tick(self) -> None:
         period = self.fsync_interval_ms / 1000
