@@ -622,3 +622,9 @@ int nmq_bench_stream_series(const nmq_bench_params *p, const nmq_hdr_layout *l, 
     struct series_out so = {lag, lat_series, lag_series, intervals, interval_ns, t0_out};
     return bench_run(p, l, counts, res, 0, &so);
 }
+
+int64_t nmq_bench_spin_until(int64_t due_ns) {
+    int64_t now;
+    while ((now = nmq_now_ns()) < due_ns) nmq_cpu_relax();
+    return now;
+}

@@ -740,6 +740,9 @@ def parse_records(frame: Frame) -> Records:
             ErrorCode.INVALID_FRAME,
             f"expected a RECORDS or DELIVER frame, got opcode {int(frame.opcode):#04x}",
         )
+    body = frame.body
+    if len(body) >= _RECORDS.size:  # (the reader below names a short body)
+        return Records(*_RECORDS.unpack_from(body), memoryview(body)[_RECORDS.size :])
     r = _Reader(frame, Opcode(frame.opcode).name)
     fields = r.take(_RECORDS)
     return Records(*fields, r.rest())

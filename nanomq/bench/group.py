@@ -44,6 +44,7 @@ from nanomq.bench.loadgen import (
     _judge_latency,
     _schedule,
     _seconds,
+    wait_until,
 )
 
 __all__ = ["check_group", "run_latency_group", "run_throughput_group"]
@@ -53,11 +54,9 @@ _clock = time.perf_counter_ns
 _END_WAIT_S = 30.0
 # With more processes than CPUs a producer that busy-waits for its next due time takes the
 # CPU a consumer needs (2 producers + 2 consumers on 2 cores: mp.Queue's P50 at 10k msg/s
-# was 11 ms, a backlog). So there a producer sleeps until shortly before each due time when
-# it is more than _SLEEP_ABOVE_NS away; latency still counts from the intended time, and a
-# late wake-up shows in the send lag.
-_SLEEP_ABOVE_NS = 200_000
-_SLEEP_MARGIN_NS = 100_000
+# was 11 ms, a backlog). So there a producer is polite (loadgen.wait_until): it sleeps until
+# shortly before each due time; latency still counts from the intended time, and a late
+# wake-up shows in the send lag.
 
 
 def check_group(driver: Driver, producers: int, consumers: int) -> None:
@@ -373,14 +372,9 @@ def _lat_producer(
     sent = 0
     stopped_early = False
     first_actual = last_actual = 0
-    sleep = time.sleep if polite else None
     for i in range(index, total, producers):
         due = start + int(i * interval)
-        now = _clock()
-        while now < due:
-            if sleep is not None and due - now > _SLEEP_ABOVE_NS:
-                sleep((due - now - _SLEEP_MARGIN_NS) / 1e9)
-            now = _clock()
+        now = wait_until(due, polite)
         send(pack(due, i) + pad)
         lag[i] = now - due
         sent += 1

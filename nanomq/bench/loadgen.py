@@ -36,6 +36,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from nanomq._ffi import lib
 from nanomq.bench import envinfo, hdr, procs
 from nanomq.bench.drivers import BATCH, Consumer, Driver, Producer
 
@@ -60,6 +61,7 @@ RATE_TOLERANCE = 0.99
 _HEAD = struct.Struct("<qQ")
 _SEQ_BYTE = struct.Struct("B")
 _clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, like time.monotonic_ns and the C side
+_spin_until = lib.nmq_bench_spin_until  # the same clock; cffi releases the GIL for the call
 
 
 # ------------------------------------------------------------------ results ----
@@ -453,11 +455,29 @@ def run_throughput(
 
 
 # A polite producer (Driver.sleep_between_sends) sleeps until this close to a send's due time,
-# then spins with sleep(0), which gives the GIL to the client's own threads: a bare Python
-# spin would hold it for the interpreter's switch interval (5 ms) and starve them. Lateness
-# of the wake-up is in the send lag, and so in the latency.
+# then spins in C with the GIL released (nmq_bench_spin_until), so the client's own threads
+# run meanwhile: a bare Python spin would hold the GIL for the interpreter's switch interval
+# (5 ms) and starve them. It spun with time.sleep(0) before, which on Linux sleeps for the
+# timer slack — ≈ 105 µs a call here, longer than the interval at 10k msg/s: sends went out
+# 17-170 µs late (P50), and that lateness counted as the system's latency.
 _SLEEP_ABOVE_NS = 200_000
 _SLEEP_MARGIN_NS = 100_000
+
+
+def wait_until(due: int, polite: bool) -> int:
+    """Return at CLOCK_MONOTONIC time `due` (ns) or just after, with that time: a busy-wait,
+    which `polite` starts with a sleep when `due` is more than _SLEEP_ABOVE_NS away and spins
+    without holding the GIL; otherwise a Python spin (nothing else in the process needs the GIL)."""
+    now = _clock()
+    if now >= due:
+        return now
+    if not polite:
+        while now < due:
+            now = _clock()
+        return now
+    if due - now > _SLEEP_ABOVE_NS:
+        time.sleep((due - now - _SLEEP_MARGIN_NS) / 1e9)
+    return _spin_until(due)
 
 
 def _lat_producer(
@@ -474,16 +494,7 @@ def _lat_producer(
     stopped_early = False
     for i in range(total):
         due = t0 + int(i * interval)
-        now = _clock()
-        if polite:
-            if due - now > _SLEEP_ABOVE_NS:
-                time.sleep((due - now - _SLEEP_MARGIN_NS) / 1e9)
-                now = _clock()
-            while now < due:  # spin, but let the client's threads have the GIL
-                time.sleep(0)
-                now = _clock()
-        while now < due:
-            now = _clock()
+        now = wait_until(due, polite)
         m = pack(due, i) + pad
         if try_send is not None:
             while not try_send(m):

@@ -49,6 +49,19 @@ _PARKED_CHECK = 0.05
 wake-ups: 20 a second, not 500); a caller that leaves replies pending wakes it at once."""
 
 
+OnReply = Callable[[P.Frame | None, BaseException | None], None]
+"""What `Connection.request_cb` calls with the reply frame, or with the error instead."""
+
+
+def _call(on_reply: OnReply, frame: P.Frame | None, exc: BaseException | None) -> None:
+    """Run a reply callback; what it raises is logged (as a future's callbacks' are), so it
+    cannot fail the connection whose thread runs it."""
+    try:
+        on_reply(frame, exc)
+    except Exception:
+        log.exception("reply callback %r raised", on_reply)
+
+
 def make_ssl_context(tls: bool | ssl.SSLContext | None) -> ssl.SSLContext | None:
     """None/False → plain TCP; True → the system's default verifying context; a context as given."""
     if tls is None or tls is False:
@@ -105,7 +118,7 @@ class Connection:
         self.address = format_address(self.host, self.port)
         self._on_push = on_push
         self._on_close = on_close
-        self._pending: dict[int, Future[P.Frame]] = {}
+        self._pending: dict[int, Future[P.Frame] | OnReply] = {}
         self._pending_lock = threading.Lock()
         self._io_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -205,6 +218,27 @@ class Connection:
                 fut.set_exception(exc)
         self._unpark()
         return fut
+
+    def request_cb(self, build: Callable[[int], bytes | bytearray | list[bytes]], on_reply: OnReply) -> None:
+        """`request` without a future, for the client's own hot paths: `on_reply(frame, None)`
+        — or `on_reply(None, error)`: the typed error of an ERROR reply, ConnectionLostError, or
+        what sending raised — runs once, on the thread that reads the reply or fails the send."""
+        corr = self.next_id()
+        with self._pending_lock:
+            closed = self.closed.is_set()
+            if not closed:
+                self._pending[corr] = on_reply
+        if closed:
+            _call(on_reply, None, self._lost())
+            return
+        try:
+            self.send(build(corr))
+        except BaseException as exc:
+            with self._pending_lock:
+                mine = self._pending.pop(corr, None)
+            if mine is not None:
+                _call(on_reply, None, exc)
+        self._unpark()
 
     def _unpark(self) -> None:
         """A reply is due and nobody reads: have the parked reader thread look now (not after
@@ -411,8 +445,10 @@ class Connection:
             else:
                 log.debug("frame %r from %s with no request waiting", frame.opcode, self.address)
             return
-        err = error_from_frame(frame)
-        if err is not None:
+        err = error_from_frame(frame) if frame.opcode == P.Opcode.ERROR else None
+        if type(fut) is not Future:
+            _call(fut, None if err is not None else frame, err)
+        elif err is not None:
             fut.set_exception(err)
         else:
             fut.set_result(frame)
@@ -442,7 +478,9 @@ class Connection:
             self._idle.notify_all()
         err = self._lost()
         for fut in pending.values():
-            if not fut.done():
+            if type(fut) is not Future:
+                _call(fut, None, ConnectionLostError(str(err)))
+            elif not fut.done():
                 fut.set_exception(ConnectionLostError(str(err)))
         if self._on_close is not None:
             self._on_close(self, reason)

@@ -681,21 +681,25 @@ class Publisher:
                 self._frame_done(slot_index)
                 self._resolve(entries, None, None, n)
                 return
-            reply = conn.request(build)
+            conn.request_cb(build, lambda frame, exc: self._on_ack(slot_index, frame, exc, entries, n))
         except Exception as exc:
             self._frame_done(slot_index)
             self._resolve(entries, exc, None, n)
-            return
-        reply.add_done_callback(lambda f: self._on_ack(slot_index, f, entries, n))
 
-    def _on_ack(self, slot_index: int, f: Future[P.Frame], entries: list[_Entry], n: int) -> None:
+    def _on_ack(
+        self,
+        slot_index: int,
+        frame: P.Frame | None,
+        exc: BaseException | None,
+        entries: list[_Entry],
+        n: int,
+    ) -> None:
         """On the thread reading the connection: resolve the frame's futures, then send what
-        waited for this ack."""
-        exc = f.exception()
+        waited for this ack (`frame`, or the error the frame failed with)."""
         base = None
-        if exc is None:
+        if frame is not None:
             try:
-                base = P.parse_publish_ack(f.result()).base_offset
+                base = P.parse_publish_ack(frame).base_offset
             except Exception as e:  # a malformed ack fails this frame, not the I/O thread
                 exc = e
         self._frame_done(slot_index)

@@ -136,6 +136,14 @@ def _decode_uniform(data: bytes, topic: str, partition: int) -> tuple[list[Messa
     nbytes = len(data)
     length = int.from_bytes(data[_OFF_LEN : _OFF_LEN + 4], "little")
     size = (length + 7) & ~7
+    if nbytes == size:  # one record (a caught-up subscriber's usual DELIVER): nothing to compare
+        flags = data[_OFF_FLAGS]
+        key_len = int.from_bytes(data[_OFF_KEY_LEN : _OFF_KEY_LEN + 2], "little")
+        value_len = int.from_bytes(data[_OFF_VALUE_LEN : _OFF_VALUE_LEN + 4], "little")
+        if flags not in _UNIFORM_FLAGS or key_len + value_len + record.HEADER_SIZE != length:
+            return None
+        has_key = bool(flags & record.FLAG_KEY)
+        return uniform_messages(data, size, key_len, value_len, has_key, topic, partition, Message), size
     if nbytes % size:
         return None
     n = nbytes // size
