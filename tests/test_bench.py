@@ -231,3 +231,42 @@ def test_a_server_that_ignores_sigterm_is_killed_and_its_log_tail_quoted(tmp_pat
     log.write_text("")
     assert procs.log_tail(log) == "(no output)"
     assert procs.log_tail(tmp_path / "missing.log") == "(no log)"
+
+
+def test_a_polite_producer_waits_without_holding_the_gil() -> None:
+    """loadgen.wait_until returns at or after the due time, and a polite wait spins in C with
+    the GIL released, so the client's own threads run meanwhile; a plain spin holds it (here
+    for the switch interval, set to 1 s: the other thread gets nowhere)."""
+    import sys
+    import threading
+    import time
+
+    counted = [0]
+    stop = threading.Event()
+
+    def count() -> None:  # a thread that needs the GIL briefly, often (as a client's reader does)
+        while not stop.is_set():
+            counted[0] += 1
+            time.sleep(0)
+
+    def spin(polite: bool) -> int:
+        before = counted[0]
+        for _ in range(500):
+            due = time.perf_counter_ns() + 150_000  # under the threshold for sleeping: all spin
+            assert loadgen.wait_until(due, polite) >= due
+        return counted[0] - before
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        time.sleep(0.05)
+        polite, plain = spin(True), spin(False)
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        t.join()
+    assert polite >= 20 and plain <= 2, (polite, plain)
+    now = time.perf_counter_ns()
+    assert loadgen.wait_until(now - 5, True) >= now

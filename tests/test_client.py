@@ -210,6 +210,52 @@ def test_on_delivery_runs_on_the_io_thread_without_polling(nmq: BrokerProcess) -
     assert {name for _, _, name in seen} != {threading.current_thread().name}
 
 
+def test_reply_callbacks_get_the_reply_or_the_error_and_a_raising_one_spares_the_connection(
+    nmq: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connection.request_cb (the publisher's ack path): the callback gets the reply frame, the
+    broker's error as its typed exception, or ConnectionLostError once the connection is closed;
+    one that raises is logged and the connection goes on."""
+    from nanomq import protocol as P
+    from nanomq import record
+    from nanomq.client._conn import Connection
+    from nanomq.errors import ConnectionLostError
+
+    create(nmq.address, "t")
+    conn = Connection(nmq.address)
+    got: list[tuple[object, object]] = []
+    done = threading.Event()
+
+    def keep(frame: P.Frame | None, exc: BaseException | None) -> None:
+        got.append(
+            (frame.opcode if frame is not None else None, getattr(exc, "code", type(exc) if exc else None))
+        )
+        if len(got) == 3:
+            done.set()
+
+    def boom(frame: P.Frame | None, exc: BaseException | None) -> None:
+        raise RuntimeError("callback failed")
+
+    batch = record.encode(b"v")
+    try:
+        with caplog.at_level("ERROR", logger="nanomq.client._conn"):
+            conn.request_cb(lambda c: P.encode_publish(c, "t", 0, P.Acks.LEADER, batch), boom)
+            conn.request_cb(lambda c: P.encode_publish(c, "t", 0, P.Acks.LEADER, batch), keep)
+            conn.request_cb(lambda c: P.encode_publish(c, "t", 7, P.Acks.LEADER, batch), keep)  # no such
+            conn.request_cb(lambda c: P.encode_ping(c), keep)
+            assert done.wait(10)
+        assert got == [
+            (P.Opcode.PUBLISH_ACK, None),
+            (None, P.ErrorCode.UNKNOWN_PARTITION),
+            (P.Opcode.PONG, None),
+        ]
+        assert "callback failed" in caplog.text and not conn.closed.is_set()
+    finally:
+        conn.close()
+    conn.request_cb(lambda c: P.encode_ping(c), keep)
+    assert got[-1] == (None, ConnectionLostError)
+
+
 def test_sync_publishes_from_many_threads_share_one_connection_and_all_get_acks(nmq: BrokerProcess) -> None:
     # Every caller waiting in publish() either reads the connection itself or is woken by the
     # thread that does: none may miss its ack or wait for the reader thread.

@@ -80,6 +80,11 @@ def _messages_by_views(data: bytes, topic: str, partition: int) -> list[Message]
         ([b"a" * 64, b"b" * 63], [b"k", b"k1"], None, False),  # equal lengths, keys differ in size
         ([b"z" * 4096] * 4, None, "zstd", False),
         ([b"one"], None, None, True),
+        # one record (a caught-up subscriber's DELIVER) takes a shorter path: the same messages
+        ([b"value"], [b"key"], None, True),
+        ([b""], [None], None, True),
+        ([b"z" * 4096], None, "zstd", False),
+        ([b"y" * 4096], [b"k"], "lz4", False),
     ],
 )
 def test_bulk_decoding_matches_the_record_views(

@@ -152,6 +152,25 @@ def test_every_single_bit_flip_is_detected() -> None:
         assert err.value.position in (0, record.record_size(3, 5))
 
 
+def test_scan_reads_any_contiguous_buffer_and_names_what_it_cannot() -> None:
+    big = record.encode_batch([b"v" * 1000] * 100)  # over 64 KiB: scanned with the GIL released
+    small = record.encode_batch([b"v" * 10] * 3)
+    for data, n in ((big, 100), (small, 3)):
+        for buf in (data, bytearray(data), memoryview(data), memoryview(bytearray(data))[: len(data)]):
+            assert record.scan(buf) == (n, len(data), ScanStatus.END)
+        bad = bytearray(data)
+        bad[len(data) - len(data) // n + record.HEADER_SIZE] ^= 1  # the last record's first value byte
+        assert record.scan(bad) == (n - 1, len(data) - len(data) // n, ScanStatus.BAD_CRC)
+    with pytest.raises(TypeError, match="bytes-like object is required, not 'str'"):
+        record.scan("records")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not 'memoryview'"):
+        record.scan(memoryview(big)[::2])  # not contiguous
+    with pytest.raises(OverflowError):
+        record.scan(small, 2**63)
+    with pytest.raises(CorruptRecordError, match="record 2 at byte 160: a record runs past the end"):
+        record.validate_batch(small[: len(small) - 8])
+
+
 def test_scan_reports_where_and_why_it_stopped() -> None:
     one = record.encode(b"payload", offset=0)
     two = record.encode(b"payload", offset=1)
