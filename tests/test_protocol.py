@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -343,7 +344,7 @@ def test_decoder_and_parsers_never_fail_other_than_protocol_error(data: bytes) -
             pass
 
 
-def _outcome(parse, frame: P.Frame) -> tuple:  # noqa: ANN001 - a parser
+def _outcome(parse: Callable[[P.Frame], tuple], frame: P.Frame) -> tuple:
     try:
         got = parse(frame)
     except ProtocolError as exc:
