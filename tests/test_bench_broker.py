@@ -42,6 +42,12 @@ def test_a_tiny_run_covers_every_available_system_and_names_the_missing(tmp_path
         acks0 = res["sections"]["latency"][brokerbench.ACKS0]
         assert acks0["parameters"]["acks"] == 0 and acks0["sent"] == acks0["received"], acks0["reasons"]
         assert "NanoMQ broker, acks=0" in printed
+    for key in ("latency", "latency_1k"):  # the floor: the same messages through a relay that parses nothing
+        floor = res["sections"][key][brokerbench.RELAY]
+        # OK: every message arrived, in order (no sequence errors), at the rate asked
+        assert floor["status"] == "OK" and floor["sent"] == floor["received"] > 0, floor["reasons"]
+        assert floor["latency_ns"]["count"] > 0 and floor["parameters"]["driver"] == "relay"
+    assert "floor: relay, no parsing" in printed
     assert [t["key"] for t in res["targets"]] == list(brokerbench.TARGETS)
     assert {t["verdict"] for t in res["targets"]} <= {"PASS", "MISS", "FAILED", "n/a"}
     if "nanomq" not in live:

@@ -11,7 +11,9 @@ each with its own private server on this machine, one after the other:
               (every 2 minutes: not durable per ack), 256 publishes awaited together
   latency     end to end at 10k msg/s, open loop, from each message's intended send time
               (P50/P99/P99.9), one publish per call; NanoMQ with acks=1 (its verdict) and,
-              beside it, with acks=0 (no ack, as NATS core's publish)
+              beside it, with acks=0 (no ack, as NATS core's publish); and the floor: the
+              same messages through a relay process that parses nothing (nanomq.bench.relay)
+              — what the machine's wake-ups and system calls cost any broker in the middle
   idle        the server's resident memory (RSS) once it is up, before any client connects
   cpu         the server's CPU use while a publisher paces 100k msg/s at it (user + system
               time over the schedule's wall time; the rate delivered is printed beside it,
@@ -38,8 +40,9 @@ from typing import Any
 from nanomq.bench import envinfo, tables
 from nanomq.bench.drivers import Driver
 from nanomq.bench.loadgen import LatencyResult, ThroughputResult, run_latency, run_throughput
+from nanomq.bench.relay import RelayDriver
 
-__all__ = ["SECTIONS", "SYSTEMS", "TARGETS", "ServerSampler", "add_arguments", "measure", "run"]
+__all__ = ["RELAY", "SECTIONS", "SYSTEMS", "TARGETS", "ServerSampler", "add_arguments", "measure", "run"]
 
 SECTIONS = ("throughput", "durable", "latency", "latency_1k", "idle", "cpu")
 SYSTEMS = ("nanomq", "nats", "redis")
@@ -308,6 +311,16 @@ def measure(
         if "cpu" in sections:
             say(f"{system}: server CPU at {CPU_RATE:,} msg/s")
             out["cpu"][system] = _guard(lambda system=system: _cpu(system, plan))
+    for key, rate in _LATENCY_SECTIONS:
+        if key in sections:
+            say(f"{_NAMES[RELAY]}: end to end at {rate:,} msg/s")
+            out[key][RELAY] = _guard(
+                lambda rate=rate: _lat(
+                    run_latency(
+                        RelayDriver(), rate=rate, duration=plan.duration, warmup=plan.warmup, size=SIZE
+                    )
+                )
+            )
     return {
         "benchmark": "broker",
         "parameters": {
@@ -385,9 +398,12 @@ def _verdicts(out: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 ACKS0 = "nanomq-acks0"
 """The latency sections' extra NanoMQ row: publish with acks=0 (informative; the verdict is acks=1's)."""
+RELAY = "relay"
+"""The latency sections' last row: the floor, a relay that parses nothing (nanomq.bench.relay)."""
 _NAMES = {
     "nanomq": "NanoMQ broker",
     ACKS0: "NanoMQ broker, acks=0",
+    RELAY: "floor: relay, no parsing",
     "nats": "NATS core",
     "redis": "Redis pub/sub",
 }

@@ -35,7 +35,7 @@ import sysconfig
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,14 @@ def make_driver(transport: str, **options: Any) -> Driver:
     raise ValueError(f"{transport!r} is not a server-based peer (nats or redis)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -109,7 +109,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _wait_for(check: Any, what: str, proc: subprocess.Popen, log: Path) -> Any:
+def wait_for(check: Any, what: str, proc: subprocess.Popen, log: Path) -> Any:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         value = check()
@@ -121,7 +121,7 @@ def _wait_for(check: Any, what: str, proc: subprocess.Popen, log: Path) -> Any:
     raise RuntimeError(f"{what} did not start within {START_TIMEOUT_S} s: {log_tail(log)}")
 
 
-class _ServerDriver(Driver):
+class ServerDriver(Driver):
     """Owns one server process and its temporary directory."""
 
     pin = False
@@ -138,14 +138,36 @@ class _ServerDriver(Driver):
         state["_proc"] = None  # the parent owns the server; a spawned child only needs the address
         return state
 
+    PORT_ATTEMPTS = 5
+
+    def _workdir(self, name: str) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix=f"nanomq-bench-{name}-")
+        return self._dir
+
     def _start(self, argv: list[str], name: str) -> tuple[subprocess.Popen, Path]:
-        self._dir = tempfile.mkdtemp(prefix=f"nanomq-bench-{name}-")
-        log = Path(self._dir) / f"{name}.log"
+        log = Path(self._workdir(name)) / f"{name}.log"
         with open(log, "wb") as out:
             self._proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         return self._proc, log
+
+    def start_on_free_port(self, argv: Callable[[int], list[str]], name: str) -> int:
+        """Start `argv(port)` for a free 127.0.0.1 port and wait until it accepts connections;
+        the port. For servers that cannot pick their own port and say which: when the server
+        exits (most likely the port was taken meanwhile), another port, up to PORT_ATTEMPTS."""
+        for attempt in range(self.PORT_ATTEMPTS):
+            port = free_port()
+            proc, log = self._start(argv(port), f"{name}-{attempt}")
+            try:
+                wait_for(lambda port=port: accepts(port), name, proc, log)
+            except RuntimeError:
+                if proc.poll() is None or attempt == self.PORT_ATTEMPTS - 1:
+                    raise
+                continue
+            return port
+        raise AssertionError("unreachable")
 
     def server_pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
@@ -332,7 +354,7 @@ class _NatsConsumer(Consumer):
             self.loop.close()
 
 
-class NatsDriver(_ServerDriver):
+class NatsDriver(ServerDriver):
     """NATS core pub/sub through a private nats-server on 127.0.0.1 (ephemeral port), client nats-py."""
 
     name = "nats"
@@ -365,7 +387,7 @@ class NatsDriver(_ServerDriver):
                     return data["nats"][0]
                 return None
 
-            self.url = _wait_for(ports, "nats-server", proc, log)
+            self.url = wait_for(ports, "nats-server", proc, log)
         except BaseException:
             self.teardown()
             raise
@@ -582,14 +604,12 @@ class _RedisConsumer(Consumer):
         self.r.close()
 
 
-class RedisDriver(_ServerDriver):
+class RedisDriver(ServerDriver):
     """Redis pub/sub through a private redis-server on 127.0.0.1 (TCP), client redis-py."""
 
     name = "redis"
     label = "Redis pub/sub (redis-py)"
     batch_label = "pipelined PUBLISH of 256"
-
-    PORT_ATTEMPTS = 5
 
     def __init__(self, channel: str = SUBJECT) -> None:
         super().__init__()
@@ -601,28 +621,11 @@ class RedisDriver(_ServerDriver):
         if binary is None:
             raise RuntimeError(unavailable("redis"))
         try:
-            self._dir = tempfile.mkdtemp(prefix="nanomq-bench-redis-")
-            # redis-server cannot pick its own port (0 turns TCP off): take a free one, and
-            # another if something grabbed it before the server bound it
-            for attempt in range(self.PORT_ATTEMPTS):
-                port = _free_port()
-                log = Path(self._dir) / f"redis-{attempt}.log"
-                argv = [binary, "--bind", "127.0.0.1", "--port", str(port)]
-                with open(log, "wb") as out:
-                    self._proc = subprocess.Popen(
-                        [*argv, "--save", "", "--appendonly", "no", "--dir", self._dir],
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                    )
-                try:
-                    _wait_for(lambda port=port: _accepts(port), "redis-server", self._proc, log)
-                except RuntimeError:
-                    if self._proc.poll() is None or attempt == self.PORT_ATTEMPTS - 1:
-                        raise
-                    continue  # it exited: most likely the port was taken meanwhile
-                self.port = port
-                return
+            quiet = ["--save", "", "--appendonly", "no", "--dir", self._workdir("redis")]
+            # redis-server cannot pick its own port (0 turns TCP off)
+            self.port = self.start_on_free_port(
+                lambda port: [binary, "--bind", "127.0.0.1", "--port", str(port), *quiet], "redis-server"
+            )
         except BaseException:
             self.teardown()
             raise
