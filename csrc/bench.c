@@ -625,6 +625,6 @@ int nmq_bench_stream_series(const nmq_bench_params *p, const nmq_hdr_layout *l, 
 
 int64_t nmq_bench_spin_until(int64_t due_ns) {
     int64_t now;
-    while ((now = nmq_now_ns()) < due_ns) nmq_cpu_relax();
+    while ((now = nmq_now_ns()) < due_ns) sched_yield(); /* any runnable task of this CPU goes first */
     return now;
 }

@@ -294,9 +294,10 @@ int nmq_bench_stream_series(const nmq_bench_params *p, const nmq_hdr_layout *l, 
                             uint64_t *lag, uint64_t *lat_series, uint64_t *lag_series, uint32_t intervals,
                             int64_t interval_ns, int64_t *t0_out, nmq_bench_result *res);
 
-/* Busy-wait until CLOCK_MONOTONIC reaches due_ns; returns the time it saw then. Called through
- * cffi, which releases the GIL: a Python load generator paces its sends without holding it, so
- * the client's own threads run meanwhile (a Python spin would hold it for the switch interval). */
+/* Busy-wait until CLOCK_MONOTONIC reaches due_ns; returns the time it saw then. It yields the
+ * CPU at every look (sched_yield), so a task of the system under test that is runnable on this
+ * CPU runs at once instead of after the spinner's time slice. Called through cffi, which releases
+ * the GIL: the client's own threads run meanwhile (a Python spin holds it for the switch interval). */
 int64_t nmq_bench_spin_until(int64_t due_ns);
 
 /* ---- log (csrc/log.c) ---- */

@@ -8,6 +8,7 @@ can fail.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -233,10 +234,10 @@ def test_a_server_that_ignores_sigterm_is_killed_and_its_log_tail_quoted(tmp_pat
     assert procs.log_tail(tmp_path / "missing.log") == "(no log)"
 
 
-def test_a_polite_producer_waits_without_holding_the_gil() -> None:
-    """loadgen.wait_until returns at or after the due time, and a polite wait spins in C with
-    the GIL released, so the client's own threads run meanwhile; a plain spin holds it (here
-    for the switch interval, set to 1 s: the other thread gets nowhere)."""
+def test_a_producer_waits_without_holding_the_gil() -> None:
+    """loadgen.wait_until returns at or after the due time, spinning in C with the GIL released,
+    so the client's own threads run meanwhile; a Python spin holds it (here for the switch
+    interval, set to 1 s: the other thread gets nowhere)."""
     import sys
     import threading
     import time
@@ -249,11 +250,16 @@ def test_a_polite_producer_waits_without_holding_the_gil() -> None:
             counted[0] += 1
             time.sleep(0)
 
-    def spin(polite: bool) -> int:
+    def python_spin(due: int) -> int:
+        while (now := time.perf_counter_ns()) < due:
+            pass
+        return now
+
+    def spin(wait: Callable[[int], int]) -> int:
         before = counted[0]
         for _ in range(500):
             due = time.perf_counter_ns() + 150_000  # under the threshold for sleeping: all spin
-            assert loadgen.wait_until(due, polite) >= due
+            assert wait(due) >= due
         return counted[0] - before
 
     interval = sys.getswitchinterval()
@@ -262,11 +268,13 @@ def test_a_polite_producer_waits_without_holding_the_gil() -> None:
     t.start()
     try:
         time.sleep(0.05)
-        polite, plain = spin(True), spin(False)
+        polite = spin(lambda due: loadgen.wait_until(due, True))
+        plain = spin(lambda due: loadgen.wait_until(due, False))
+        held = spin(python_spin)
     finally:
         sys.setswitchinterval(interval)
         stop.set()
         t.join()
-    assert polite >= 20 and plain <= 2, (polite, plain)
+    assert polite >= 20 and plain >= 20 and held <= 2, (polite, plain, held)
     now = time.perf_counter_ns()
     assert loadgen.wait_until(now - 5, True) >= now
