@@ -285,6 +285,7 @@ def _publish_load(pub: Any, args: argparse.Namespace, key: bytes | None) -> int:
     import threading
 
     from nanomq.bench import hdr
+    from nanomq.bench.loadgen import wait_until
 
     n, size, batch = args.count, args.size, args.batch
     sys.setswitchinterval(1e-4)  # this thread publishes flat out: let the I/O thread in promptly
@@ -300,10 +301,9 @@ def _publish_load(pub: Any, args: argparse.Namespace, key: bytes | None) -> int:
         k = min(batch, n - i)
         if interval_ns:
             intended = start + (i // batch) * interval_ns
-            while (now := time.perf_counter_ns()) < intended:
-                # sleep(0) hands the GIL to the I/O thread reading acks; a bare spin would keep it
-                # for the interpreter's whole switch interval
-                time.sleep((intended - now - 100_000) / 1e9 if intended - now > 200_000 else 0)
+            # sleeps, then spins in C without the GIL (the I/O thread reads acks meanwhile; a
+            # Python spin would keep it for the switch interval, and sleep(0) oversleeps ≈ 100 µs)
+            wait_until(intended, True)
         sent_at = intended if interval_ns else time.perf_counter_ns()
         slot = i // batch
 
