@@ -599,6 +599,31 @@ def test_damage_found_while_delivering_ends_the_subscription_with_the_range(tmp_
 # ------------------------------------------------------------------- groups ----
 
 
+def test_a_member_hands_out_nothing_more_once_a_rebalance_has_reached_it(
+    nmq: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group member busy with its buffer (nobody else reading its connection) still sees a
+    REBALANCE that has arrived before it hands out more: its partitions may be another member's
+    now, and that member may commit past what is buffered here."""
+    import select
+
+    import nanomq.client._conn as conn_module
+
+    monkeypatch.setattr(conn_module, "GRACE", 60.0)  # the reader thread stays parked: only polls read
+    create(nmq.address, "buffered", partitions=2)
+    with Publisher(nmq.address) as pub:
+        for p in range(2):
+            pub.publish_batch("buffered", [b"m%d" % i for i in range(300)], partition=p)
+    with Subscriber(nmq.address, "buffered", group="grp") as a:
+        assert a.assignment == [0, 1]
+        assert len(read_n(a, 10)) == 10  # the rest arrives in a's buffer
+        with Subscriber(nmq.address, "buffered", group="grp") as b:
+            # b's JOIN was answered after the broker pushed REBALANCE to a: it is in a's socket
+            assert select.select([a._conn._sock], [], [], 10)[0]
+            assert a.poll_batch(50, timeout=0) == []  # fenced; before, 50 buffered messages came
+            assert b.generation > 0
+
+
 def test_a_rebalance_hands_uncommitted_messages_to_the_new_owner(nmq: BrokerProcess) -> None:
     create(nmq.address, "jobs", partitions=2)
     with Publisher(nmq.address) as pub:

@@ -365,6 +365,20 @@ class Connection:
                 if holder is None:
                     self._give_up_role(caller=True)
 
+    def read_ready(self) -> None:
+        """Dispatch, on this thread, what has already arrived, without waiting for more —
+        unless another thread holds the read role (then that thread dispatches it)."""
+        if self._holder is not None or self.closed.is_set():
+            return
+        with self._role_lock:
+            if self._holder is not None:
+                return
+            self._holder = threading.get_ident()
+        try:
+            self._step(0.0, wakeable=False, block=False)
+        finally:
+            self._give_up_role(caller=True)
+
     def result(self, fut: Future[P.Frame], timeout: float | None) -> P.Frame:
         """`fut.result(timeout)`, reading the socket on this thread while it waits."""
         if not self.wait_for(fut.done, timeout):
@@ -380,13 +394,16 @@ class Connection:
         except (BlockingIOError, OSError):
             pass  # already poked (the pipe is full), or closing
 
-    def _step(self, timeout: float, *, wakeable: bool) -> None:
-        """Read what is there (waiting up to `timeout` for it) and dispatch it; as the role holder.
-        wakeable: the reader thread's wait also ends when a caller pokes the self-pipe."""
+    def _step(self, timeout: float, *, wakeable: bool, block: bool = True) -> None:
+        """Read what is there (waiting up to `timeout` for it, unless not `block`) and dispatch
+        it; as the role holder. wakeable: the reader thread's wait also ends when a caller pokes
+        the self-pipe."""
         sock = self._sock
         try:
             with self._io_lock:
                 data = self._recv_available(sock)
+            if data is None and not block:
+                return
             if data is None:
                 fds: list[Any] = [sock, self._wake_r] if wakeable else [sock]
                 ready, _, _ = select.select(fds, [], [], timeout)
