@@ -1,5 +1,5 @@
 /*
- * reccore.c — nanomq._reccore: a batch of records encoded straight from Python lists.
+ * reccore.c — nanomq._reccore: a batch of records encoded straight from Python lists; the scan.
  *
  * record.encode_batch lays the values end to end (b"".join), their lengths and the
  * timestamps into arrays, checks the limits in Python, and then makes one C call: ≈ 107 ns a
@@ -205,7 +205,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "nanomq._reccore",
-    .m_doc = "Records encoded straight from Python lists (see csrc/py/reccore.c).",
+    .m_doc = "Records encoded straight from Python lists, and scanned (see csrc/py/reccore.c).",
     .m_size = -1,
     .m_methods = methods,
 };

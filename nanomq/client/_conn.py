@@ -462,7 +462,7 @@ class Connection:
             else:
                 log.debug("frame %r from %s with no request waiting", frame.opcode, self.address)
             return
-        err = error_from_frame(frame) if frame.opcode == P.Opcode.ERROR else None
+        err = error_from_frame(frame)
         if type(fut) is not Future:
             _call(fut, None if err is not None else frame, err)
         elif err is not None:

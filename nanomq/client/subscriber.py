@@ -136,27 +136,20 @@ def _decode_uniform(data: bytes, topic: str, partition: int) -> tuple[list[Messa
     nbytes = len(data)
     length = int.from_bytes(data[_OFF_LEN : _OFF_LEN + 4], "little")
     size = (length + 7) & ~7
-    if nbytes == size:  # one record (a caught-up subscriber's usual DELIVER): nothing to compare
-        flags = data[_OFF_FLAGS]
-        key_len = int.from_bytes(data[_OFF_KEY_LEN : _OFF_KEY_LEN + 2], "little")
-        value_len = int.from_bytes(data[_OFF_VALUE_LEN : _OFF_VALUE_LEN + 4], "little")
-        if flags not in _UNIFORM_FLAGS or key_len + value_len + record.HEADER_SIZE != length:
-            return None
-        has_key = bool(flags & record.FLAG_KEY)
-        return uniform_messages(data, size, key_len, value_len, has_key, topic, partition, Message), size
     if nbytes % size:
         return None
     n = nbytes // size
     flags = data[_OFF_FLAGS]
-    if flags not in _UNIFORM_FLAGS or data[_OFF_FLAGS::size].count(flags) != n:
-        return None
-    words = memoryview(data).cast("I")
-    step = size // 4
-    if words[_OFF_LEN // 4 :: step].tolist().count(length) != n:
-        return None  # lengths differ: the records do not sit at multiples of `size`
     key_len = int.from_bytes(data[_OFF_KEY_LEN : _OFF_KEY_LEN + 2], "little")
-    if memoryview(data).cast("H")[_OFF_KEY_LEN // 2 :: size // 2].tolist().count(key_len) != n:
+    if flags not in _UNIFORM_FLAGS:
         return None
+    if n > 1:  # (one record — a caught-up subscriber's usual DELIVER — has nothing to compare)
+        if data[_OFF_FLAGS::size].count(flags) != n:
+            return None
+        if memoryview(data).cast("I")[_OFF_LEN // 4 :: size // 4].tolist().count(length) != n:
+            return None  # lengths differ: the records do not sit at multiples of `size`
+        if memoryview(data).cast("H")[_OFF_KEY_LEN // 2 :: size // 2].tolist().count(key_len) != n:
+            return None
     value_len = int.from_bytes(data[_OFF_VALUE_LEN : _OFF_VALUE_LEN + 4], "little")
     if key_len + value_len + record.HEADER_SIZE != length:
         return None

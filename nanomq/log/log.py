@@ -755,15 +755,9 @@ class Log(LogCore):
             self._cond.notify_all()
 
     def _next_locked(self) -> int:
-        if not self._segments:
-            return 0
-        seg = self._segments[-1]
-        if seg.writer is not None:  # Segment.live() without its allocation (called per append)
-            info = self._info
-            lib.nmq_seg_get_info(seg.writer, info)
-            if info.attached and info.base_offset == seg.base:
-                return info.next_offset
-        return seg.next_offset
+        if self._segments:  # into the log's own info struct: no allocation per append
+            return self._segments[-1].info(self._info)[1]
+        return 0
 
     def _tick(self) -> None:
         period = self.fsync_interval_ms / 1000

@@ -285,11 +285,12 @@ class Segment:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def info(self) -> tuple[int, int, int]:
-        """(end, next_offset, max_timestamp), from the C writer while active."""
+    def info(self, out: object = None) -> tuple[int, int, int]:
+        """(end, next_offset, max_timestamp), from the C writer while active. `out`: an
+        `nmq_seg_info *` to query it into (the log's, under its lock), instead of a new one."""
         w = self.writer
         if w is not None:
-            info = ffi.new("nmq_seg_info *")
+            info = ffi.new("nmq_seg_info *") if out is None else out
             lib.nmq_seg_get_info(w, info)
             if info.attached and info.base_offset == self.base:
                 return info.pos, info.next_offset, info.max_timestamp
