@@ -633,7 +633,10 @@ def encode_publish_ack(correlation_id: int, partition: int, count: int, base_off
 
 
 def parse_publish_ack(frame: Frame) -> PublishAck:
-    return _parse_fixed(frame, Opcode.PUBLISH_ACK, _PUBLISH_ACK, PublishAck)
+    body = frame.body
+    if frame.opcode == Opcode.PUBLISH_ACK and len(body) == _PUBLISH_ACK.size:  # the publisher's every ack
+        return PublishAck(*_PUBLISH_ACK.unpack(body))
+    return _parse_fixed(frame, Opcode.PUBLISH_ACK, _PUBLISH_ACK, PublishAck)  # names what is wrong
 
 
 # ------------------------------------------------------------ fetch / push ----

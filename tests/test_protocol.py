@@ -95,6 +95,20 @@ def test_every_frame_round_trips(encode, parse, expected) -> None:  # type: igno
     assert frame.correlation_id == (4242 if parse is not P.parse_rebalance else 0)
 
 
+def test_publish_ack_is_read_only_from_an_exact_body_of_the_right_opcode() -> None:
+    # (its one-unpack path must not accept what the field reader refuses)
+    body = struct.pack("<iIQ", -1, 3, 2**64 - 1)
+    assert P.parse_publish_ack(P.Frame(P.Opcode.PUBLISH_ACK, 1, body)) == P.PublishAck(-1, 3, 2**64 - 1)
+    for frame in (
+        P.Frame(P.Opcode.PUBLISH_ACK, 1, body[:-1]),
+        P.Frame(P.Opcode.PUBLISH_ACK, 1, body + b"\0"),
+        P.Frame(P.Opcode.PUBLISH_ACK, 1, b""),
+        P.Frame(P.Opcode.RECORDS, 1, body),
+    ):
+        with pytest.raises(ProtocolError):
+            P.parse_publish_ack(frame)
+
+
 @pytest.mark.parametrize(
     "opcode", [P.Opcode.LIST_TOPICS, P.Opcode.LIST_GROUPS, P.Opcode.STATS, P.Opcode.PING]
 )

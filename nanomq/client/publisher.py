@@ -210,6 +210,9 @@ class _Slot:
 
 _RECORD_PAD = record.HEADER_SIZE + 7
 
+_PREFIXES = 1024
+"""PUBLISH frame prefixes a publisher keeps (per topic and partition, see Publisher._prefix)."""
+
 MAX_FRAMES_IN_FLIGHT = 2
 """PUBLISH frames per connection awaiting an ack before further messages wait and go out together.
 
@@ -224,6 +227,12 @@ def _batch_size(values: Sequence[Buffer], keys: Sequence[Buffer | None] | None, 
     limits (PayloadTooLargeError names the first one over). Computed in Python, with one pass
     over the lengths for a batch of equal sizes: `record.record_size` is a cffi call that
     releases the GIL (≈ 18 µs per message on the publish path when the I/O thread is busy)."""
+    if keys is None and len(values) == 1:  # one message, the usual publish call
+        size = len(values[0])
+        if size > record.MAX_PAYLOAD:
+            what = "message" if single else "payload of message 0"
+            raise PayloadTooLargeError(size, record.MAX_PAYLOAD, what=what)
+        return (_RECORD_PAD + size) & ~7
     lens = list(map(len, values))
     n = len(lens)
     if max(lens) > record.MAX_PAYLOAD:
@@ -321,6 +330,7 @@ class Publisher:
         self._seq = 0
         self._closed = False
         self._topics: set[str] = set()  # names already validated
+        self._prefixes: dict[tuple[str, int], bytes] = {}  # see _prefix
         self._lock = threading.Lock()  # guards the slots and the sequence counter
         self._slots = [_Slot() for _ in range(pool_size)]
         self._linger_thread: threading.Thread | None = None
@@ -515,8 +525,15 @@ class Publisher:
         slot_index = self._slot_of(topic, partition, first_key)
         slot = self._slots[slot_index]
         entry = _Entry(fut, n, single, size)
-        if not self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=False):
-            with slot.send_lock:  # sending now: in order with any flush under way
+        # sending happens under the slot's send lock, in order with any flush under way; when a
+        # flush holds it, the call first tries to join the waiting groups without it
+        if slot.send_lock.acquire(blocking=False):
+            try:
+                self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=True)
+            finally:
+                slot.send_lock.release()
+        elif not self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=False):
+            with slot.send_lock:
                 self._enqueue(slot_index, slot, gkey, entry, values, keys, stamps, n, may_send=True)
         return fut, slot_index
 
@@ -650,32 +667,19 @@ class Publisher:
             seq = self._seq
             self._seq += n
         try:
-            if (
-                n == 1
-                and self.codec is record.Codec.NONE
-                and type(values[0]) is bytes
-                and (keys is None or type(keys[0]) is bytes)
-            ):  # one C call, no column layout
-                batch = record.encode(
-                    values[0],
-                    None if keys is None else keys[0],
-                    timestamp_ns=stamps[0],
-                    producer_id=self._producer_id,
-                    sequence=seq,
-                )
-                build = lambda corr: P.encode_publish(corr, topic, part, self.acks, batch, key=key)  # noqa: E731
-            else:
-                frame = record.encode_batch_after(
-                    P.publish_prefix(topic, part, self.acks, key=key),
-                    values,
-                    keys,
-                    timestamp_ns=stamps,
-                    producer_id=self._producer_id,
-                    first_sequence=seq,
-                    codec=self.codec,
-                    into=self._slots[slot_index].buffer_for(conn.welcome),
-                )
-                build = lambda corr: P.seal_frame(frame, P.Opcode.PUBLISH, corr)  # noqa: E731
+            # one C call from the lists straight behind the frame's fields, in the slot's buffer
+            # (sent before the next frame is built there)
+            frame = record.encode_batch_after(
+                self._prefix(topic, part, key),
+                values,
+                keys,
+                timestamp_ns=stamps,
+                producer_id=self._producer_id,
+                first_sequence=seq,
+                codec=self.codec,
+                into=self._slots[slot_index].buffer_for(conn.welcome),
+            )
+            build = lambda corr: P.seal_frame(frame, P.Opcode.PUBLISH, corr)  # noqa: E731
             if self.acks == P.Acks.NONE:
                 conn.send(build(conn.next_id()))
                 self._frame_done(slot_index)
@@ -685,6 +689,18 @@ class Publisher:
         except Exception as exc:
             self._frame_done(slot_index)
             self._resolve(entries, exc, None, n)
+
+    def _prefix(self, topic: str, part: int, key: bytes | None) -> bytes:
+        """What precedes the records in a PUBLISH frame (`P.publish_prefix`), kept per topic and
+        partition for keyless frames (a bounded cache: cleared at _PREFIXES entries)."""
+        if key is not None:
+            return P.publish_prefix(topic, part, self.acks, key=key)
+        prefix = self._prefixes.get((topic, part))
+        if prefix is None:
+            if len(self._prefixes) >= _PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[topic, part] = P.publish_prefix(topic, part, self.acks)
+        return prefix
 
     def _on_ack(
         self,
