@@ -68,6 +68,29 @@ def _messages_by_views(data: bytes, topic: str, partition: int) -> list[Message]
     ]
 
 
+def _deliver_body(data: bytes, subscription: int = 5, end: int = 10**6) -> bytes:
+    """A DELIVER's body: subscription, partition, first/next/end offsets, then the records."""
+    import struct
+
+    return struct.pack("<IiQQQ", subscription, 0, 0, 0, end) + data
+
+
+def _deliver(body: object, part_of: dict[int, int] | None = None, cls: type = Message) -> object:
+    from nanomq._msgcore import deliver_messages
+
+    from nanomq.client.subscriber import _SCAN
+
+    return deliver_messages(body, "t", {5: 7} if part_of is None else part_of, cls, _SCAN)
+
+
+def _stamped(values: list[bytes], keys: list[bytes | None] | None = None, codec: str | None = None) -> bytes:
+    from nanomq import record
+
+    buf = bytearray(record.encode_batch(values, keys, timestamp_ns=list(range(len(values))), codec=codec))
+    record.stamp_offsets(buf, 1000)
+    return bytes(buf)
+
+
 @pytest.mark.parametrize(
     ("values", "keys", "codec", "fast"),
     [
@@ -80,73 +103,68 @@ def _messages_by_views(data: bytes, topic: str, partition: int) -> list[Message]
         ([b"a" * 64, b"b" * 63], [b"k", b"k1"], None, False),  # equal lengths, keys differ in size
         ([b"z" * 4096] * 4, None, "zstd", False),
         ([b"one"], None, None, True),
-        # one record (a caught-up subscriber's DELIVER) takes a shorter path: the same messages
         ([b"value"], [b"key"], None, True),
         ([b""], [None], None, True),
         ([b"z" * 4096], None, "zstd", False),
         ([b"y" * 4096], [b"k"], "lz4", False),
     ],
 )
-def test_bulk_decoding_matches_the_record_views(
+def test_a_deliver_read_in_c_gives_the_messages_the_record_views_give(
     values: list[bytes], keys: list[bytes | None] | None, codec: str | None, fast: bool
 ) -> None:
-    """The Subscriber's column-wise decoding of a DELIVER batch gives exactly the messages that
-    reading every record through a `Record` view gives, and declines batches it cannot read."""
-    from nanomq import record
-    from nanomq.client.subscriber import _decode_uniform
-
+    """The Subscriber's one-call reading of a DELIVER (uniform, uncompressed records) gives
+    exactly the messages that reading every record through a `Record` view gives, and declines
+    batches it cannot read that way (the Subscriber then reads them record by record)."""
     if codec is not None:
         pytest.importorskip({"zstd": "zstandard", "lz4": "lz4"}[codec])
-    buf = bytearray(record.encode_batch(values, keys, timestamp_ns=list(range(len(values))), codec=codec))
-    record.stamp_offsets(buf, 1000)
-    data = bytes(buf)
-    record.validate_batch(data, 1000)
-    got = _decode_uniform(data, "t", 7)
+    data = _stamped(values, keys, codec)
+    got = _deliver(_deliver_body(data, end=4242))
     if not fast:
         assert got is None
         return
-    assert got is not None
-    msgs, size = got
+    assert isinstance(got, tuple)
+    sub, partition, end, msgs, size = got
+    assert (sub, partition, end) == (5, 7, 4242)
     assert msgs == _messages_by_views(data, "t", 7)
     assert all(type(m) is Message for m in msgs)
     assert size * len(msgs) == len(data)
 
 
-def test_the_c_message_builder_refuses_sizes_that_do_not_tile_the_buffer() -> None:
-    from nanomq._msgcore import uniform_messages
-
-    from nanomq import record
-
-    data = record.encode_batch([b"abc"] * 4, timestamp_ns=7)
-    size = len(data) // 4
-    msgs = uniform_messages(memoryview(data), size, 0, 3, False, "t", 1, Message)
-    assert msgs == [Message("t", 1, i, 7, None, b"abc") for i in range(4)]
-    assert all(type(m) is Message for m in msgs)
-    huge = 2**63 - 1  # sizes whose sum would overflow
-    bads = [(size + 8, 0, 3), (size - 1, 0, 3), (size, 0, size), (size, -1, 3), (0, 0, 3), (size, huge, huge)]
-    for bad in bads:
-        with pytest.raises(ValueError, match="do not tile"):
-            uniform_messages(data, *bad, False, "t", 1, Message)
+def test_a_deliver_the_c_reader_cannot_vouch_for_is_left_to_the_record_reader() -> None:
+    data = _stamped([b"abc"] * 4)
+    assert _deliver(_deliver_body(data)) is not None
+    flipped = bytearray(data)
+    flipped[len(data) // 4 + 65] ^= 1  # a value byte of record 1: its CRC fails
+    declined = [
+        _deliver_body(bytes(flipped)),  # corrupt
+        _deliver_body(data[:-8]),  # a record cut short
+        _deliver_body(data + bytes(64)),  # trailing zeros
+        _deliver_body(b""),  # no records
+        _deliver_body(data)[:20],  # shorter than the fixed fields
+        bytearray(_deliver_body(data)),  # not bytes
+        _deliver_body(data, subscription=6),  # a subscription the subscriber does not have
+    ]
+    for body in declined:
+        assert _deliver(body) is None
     with pytest.raises(TypeError, match="tuple subclass"):
-        uniform_messages(data, size, 0, 3, False, "t", 1, dict)
-    assert uniform_messages(b"", size, 0, 3, False, "t", 1, Message) == []
+        _deliver(_deliver_body(data), cls=dict)
+    with pytest.raises(TypeError):
+        _deliver(_deliver_body(data), part_of=[])  # type: ignore[arg-type]
 
 
 def test_c_built_messages_are_left_out_of_the_cyclic_gc_unless_they_can_hold_anything() -> None:
     import gc
 
-    from nanomq._msgcore import uniform_messages
-
-    from nanomq import record
-
-    data = record.encode_batch([b"abc"] * 3, [b"k"] * 3, timestamp_ns=7)
-    size = len(data) // 3
-    msgs = uniform_messages(data, size, 1, 3, True, "t", 1, Message)
-    assert msgs == [Message("t", 1, i, 7, b"k", b"abc") for i in range(3)]
+    body = _deliver_body(_stamped([b"abc"] * 3, [b"k"] * 3))
+    got = _deliver(body)
+    assert isinstance(got, tuple)
+    msgs = got[3]
+    assert msgs == [Message("t", 7, 1000 + i, i, b"k", b"abc") for i in range(3)]
     assert not any(gc.is_tracked(m) for m in msgs)  # str, ints and bytes: no cycle possible
 
     class Open(tuple):  # an instance dict could be handed a reference back to the message
         pass
 
-    opened = uniform_messages(data, size, 1, 3, True, "t", 1, Open)
-    assert all(gc.is_tracked(m) for m in opened)
+    opened = _deliver(body, cls=Open)
+    assert isinstance(opened, tuple)
+    assert all(gc.is_tracked(m) for m in opened[3])
