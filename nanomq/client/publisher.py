@@ -3,8 +3,8 @@
 Shape: a pool of `pool_size` connections, each read by whichever thread waits on it (a
 synchronous publish reads its own ack) or else by its own I/O thread, which resolves futures
 (so `on_delivery` callbacks run without the caller polling). Messages are encoded with
-`nanomq.record.encode` / `encode_batch` (one C call per frame) and the PUBLISH frame
-carries those bytes unchanged. The number of unacknowledged messages is bounded by
+`nanomq.record.encode_batch_after` straight behind the frame's fields (one C call per frame,
+a single message included) and the PUBLISH frame carries those bytes unchanged. The number of unacknowledged messages is bounded by
 `max_in_flight`: a publish that would exceed it blocks until acks free room, and raises
 PublishTimeoutError when `timeout` passes first.
 
