@@ -189,12 +189,6 @@ static int pop_spin(struct control *ctl, nmq_ring *r, void *out, uint32_t cap) {
     }
 }
 
-static inline void put_u64(uint8_t *dst, uint64_t v) { memcpy(dst, &v, 8); } /* little-endian hosts */
-static inline uint64_t get_u64(const uint8_t *src) {
-    uint64_t v;
-    memcpy(&v, src, 8);
-    return v;
-}
 
 static inline void record(const nmq_hdr_layout *l, uint64_t *counts, int64_t v, uint64_t *dropped) {
     int64_t index = hdr_index(l, v);
@@ -219,12 +213,12 @@ static int pingpong_initiator(struct job *j) {
     begin = nmq_now_ns();
     for (uint64_t i = 0; i < total; i++) {
         if (i == p->warmup) begin = nmq_now_ns();
-        if (p->size >= STAMP_BYTES) put_u64(out + 8, i);
+        if (p->size >= STAMP_BYTES) nmq_st64(out + 8, i);
         int64_t t0 = nmq_now_ns();
         if ((rc = push_spin(ctl, j->tx[SIDE_PRODUCER], out, p->size)) < 0) return rc;
         if ((rc = pop_spin(ctl, j->rx[SIDE_PRODUCER], in, BATCH_BYTES)) < 0) return rc;
         int64_t t1 = nmq_now_ns();
-        if ((uint32_t)rc != p->size || (p->size >= STAMP_BYTES && get_u64(in + 8) != i)) errors++;
+        if ((uint32_t)rc != p->size || (p->size >= STAMP_BYTES && nmq_ld64(in + 8) != i)) errors++;
         if (i >= p->warmup && j->counts) record(j->l, j->counts, (t1 - t0) / 2, &dropped);
     }
     ctl->elapsed_ns = nmq_now_ns() - begin;
@@ -284,17 +278,17 @@ static int stream_producer(struct job *j) {
             int64_t intended = t0 + (int64_t)((double)i * interval);
             int64_t now;
             while ((now = nmq_now_ns()) < intended) nmq_cpu_relax();
-            if (stamp) put_u64(buf, (uint64_t)intended);
+            if (stamp) nmq_st64(buf, (uint64_t)intended);
             if (j->lag && i >= p->warmup) record(j->l, j->lag, now - intended, &dropped);
             if (j->lag_series) record(j->l, j->lag_series + series_slot(j, i, interval), now - intended, &dropped);
         } else if (stamp && p->record_latency) {
-            put_u64(buf, (uint64_t)nmq_now_ns());
+            nmq_st64(buf, (uint64_t)nmq_now_ns());
         }
         if (stamp) {
             for (uint32_t k = 0; k < n; k++) {
                 uint8_t *rec = buf + (size_t)k * p->size;
                 if (k) memcpy(rec, buf, 8); /* one send time for the whole batch */
-                put_u64(rec + 8, i + k);
+                nmq_st64(rec + 8, i + k);
             }
         }
         if (batch == 1) {
@@ -355,12 +349,12 @@ static int stream_consumer(struct job *j) {
         for (uint32_t k = 0; k < n; k++) {
             const uint8_t *rec = buf + offsets[k];
             uint64_t seq = got + k;
-            if (offsets[k + 1] - offsets[k] != p->size || (stamp && get_u64(rec + 8) != seq)) {
+            if (offsets[k + 1] - offsets[k] != p->size || (stamp && nmq_ld64(rec + 8) != seq)) {
                 errors++;
                 continue;
             }
-            if (latency && seq >= p->warmup) record(j->l, j->counts, now - (int64_t)get_u64(rec), &dropped);
-            if (series) record(j->l, j->lat_series + series_slot(j, seq, interval), now - (int64_t)get_u64(rec),
+            if (latency && seq >= p->warmup) record(j->l, j->counts, now - (int64_t)nmq_ld64(rec), &dropped);
+            if (series) record(j->l, j->lat_series + series_slot(j, seq, interval), now - (int64_t)nmq_ld64(rec),
                                &series_dropped);
         }
         if (got < p->warmup && got + n >= p->warmup) {

@@ -102,17 +102,6 @@ static void populate_to(nmq_seg *s, uint64_t need) {
     }
 }
 
-static inline uint32_t ld32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static inline uint64_t ld64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
@@ -158,7 +147,7 @@ int nmq_log_scan(const void *buf, uint64_t len, uint64_t pos, uint64_t first_off
         uint64_t size = 0;
         status = check_record(b + pos, len - pos, &size);
         if (status != NMQ_LOG_SCAN_END) break;
-        uint64_t off = ld64(b + pos);
+        uint64_t off = nmq_ld64(b + pos);
         if (check_offsets && off != next) {
             status = NMQ_LOG_SCAN_BAD_OFFSET;
             break;
@@ -169,7 +158,7 @@ int nmq_log_scan(const void *buf, uint64_t len, uint64_t pos, uint64_t first_off
             break;
         }
         index_add(index, index_cap, &icount, &ipos, off - base_offset, pos, interval);
-        int64_t ts = (int64_t)ld64(b + pos + 32);
+        int64_t ts = (int64_t)nmq_ld64(b + pos + 32);
         if (ts > max_ts) max_ts = ts;
         next = off + 1;
         pos += size;
@@ -189,17 +178,17 @@ int64_t nmq_log_find_next(const void *buf, uint64_t len, uint64_t from, uint64_t
     static const uint8_t zero[REC_HDR];
     const uint8_t *b = buf;
     for (uint64_t pos = align8(from); pos + REC_HDR <= len; pos += 8) {
-        if (ld32(b + pos + 16) != REC_MAGIC) continue;
+        if (nmq_ld32(b + pos + 16) != REC_MAGIC) continue;
         uint64_t size, size2;
         if (check_record(b + pos, len - pos, &size) != NMQ_LOG_SCAN_END) continue;
-        uint64_t off = ld64(b + pos);
+        uint64_t off = nmq_ld64(b + pos);
         if (off < min_offset) continue;
         /* A record whose offset field was damaged (it is not under the CRC) is valid on its
          * own: accept a candidate only if the record after it, when there is one, carries
          * the next offset. */
         uint64_t nxt = pos + size;
         if (nxt + REC_HDR <= len && memcmp(b + nxt, zero, REC_HDR) != 0 &&
-            (check_record(b + nxt, len - nxt, &size2) != NMQ_LOG_SCAN_END || ld64(b + nxt) != off + 1))
+            (check_record(b + nxt, len - nxt, &size2) != NMQ_LOG_SCAN_END || nmq_ld64(b + nxt) != off + 1))
             continue;
         return (int64_t)pos;
     }
@@ -211,7 +200,7 @@ int64_t nmq_log_find_timestamp(const void *buf, uint64_t len, uint64_t pos, int6
     while (pos + REC_HDR <= len) {
         uint64_t size;
         if (check_record(b + pos, len - pos, &size) != NMQ_LOG_SCAN_END) return -1;
-        if ((int64_t)ld64(b + pos + 32) >= timestamp) return (int64_t)pos;
+        if ((int64_t)nmq_ld64(b + pos + 32) >= timestamp) return (int64_t)pos;
         pos += size;
     }
     return -1;
@@ -535,7 +524,7 @@ int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64
     }
     /* Records were validated by nmq_record_scan(); find the prefix of whole records that fits. */
     while (pos < len) {
-        uint64_t size = align8(ld32(b + pos + 12));
+        uint64_t size = align8(nmq_ld32(b + pos + 12));
         if (pos + size > room) break;
         pos += size;
     }
@@ -549,7 +538,7 @@ int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64
     int rc = NMQ_OK;
     uint64_t used = 0;
     for (uint64_t p = 0; p < pos;) {
-        uint64_t size = align8(ld32(b + p + 12));
+        uint64_t size = align8(nmq_ld32(b + p + 12));
         if (s->scratch) { /* pwrite mode: copy and stamp up to SCRATCH_BYTES, then write them */
             if (used + size > SCRATCH_BYTES) {
                 if ((rc = flush_chunk(s, &mark, used)) != NMQ_OK) break;
@@ -563,7 +552,7 @@ int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64
         st64(dst, s->next_offset);
         index_add(s->index, s->index_cap, &s->index_count, &s->index_pos, s->next_offset - s->base_offset, s->pos,
                   s->interval);
-        int64_t ts = (int64_t)ld64(dst + 32);
+        int64_t ts = (int64_t)nmq_ld64(dst + 32);
         if (ts > s->max_timestamp) s->max_timestamp = ts;
         s->pos += size;
         s->next_offset++;
@@ -585,24 +574,24 @@ void nmq_log_segment_header(void *out, uint64_t base_offset, int64_t created_ns,
     uint8_t *p = out;
     memset(p, 0, NMQ_LOG_SEGMENT_HEADER);
     memcpy(p, SEG_MAGIC, 8);
-    st32(p + 8, NMQ_LOG_SEGMENT_VERSION);
-    st32(p + 12, NMQ_LOG_SEGMENT_HEADER);
+    nmq_st32(p + 8, NMQ_LOG_SEGMENT_VERSION);
+    nmq_st32(p + 12, NMQ_LOG_SEGMENT_HEADER);
     st64(p + 16, base_offset);
     st64(p + 24, (uint64_t)created_ns);
     st64(p + 32, segment_bytes);
-    st32(p + 60, nmq_crc32c(0, p, 60));
+    nmq_st32(p + 60, nmq_crc32c(0, p, 60));
 }
 
 int nmq_log_segment_header_check(const void *hdr, uint64_t base_offset) {
     const uint8_t *p = hdr;
     if (memcmp(p, SEG_MAGIC, 8) != 0) return nmq_set_error(NMQ_EMAGIC, "segment does not start with NMQSEG01");
-    if (nmq_crc32c(0, p, 60) != ld32(p + 60))
+    if (nmq_crc32c(0, p, 60) != nmq_ld32(p + 60))
         return nmq_set_error(NMQ_ECORRUPT, "segment header CRC 0x%08x does not match the stored 0x%08x",
-                             nmq_crc32c(0, p, 60), ld32(p + 60));
-    if (ld32(p + 8) != NMQ_LOG_SEGMENT_VERSION)
-        return nmq_set_error(NMQ_EVERSION, "segment version %u is not %d", ld32(p + 8), NMQ_LOG_SEGMENT_VERSION);
-    if (ld32(p + 12) != NMQ_LOG_SEGMENT_HEADER || ld64(p + 16) != base_offset)
+                             nmq_crc32c(0, p, 60), nmq_ld32(p + 60));
+    if (nmq_ld32(p + 8) != NMQ_LOG_SEGMENT_VERSION)
+        return nmq_set_error(NMQ_EVERSION, "segment version %u is not %d", nmq_ld32(p + 8), NMQ_LOG_SEGMENT_VERSION);
+    if (nmq_ld32(p + 12) != NMQ_LOG_SEGMENT_HEADER || nmq_ld64(p + 16) != base_offset)
         return nmq_set_error(NMQ_ECORRUPT, "segment header says base offset %llu (header %u bytes), its name %llu",
-                             (unsigned long long)ld64(p + 16), ld32(p + 12), (unsigned long long)base_offset);
+                             (unsigned long long)nmq_ld64(p + 16), nmq_ld32(p + 12), (unsigned long long)base_offset);
     return NMQ_OK;
 }

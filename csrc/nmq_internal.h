@@ -32,6 +32,27 @@ uint64_t nmq_record_put(uint8_t *p, const void *key, int32_t key_len, const void
                         uint32_t raw_len, uint32_t codec, int64_t ts, uint64_t producer_id, uint64_t sequence,
                         uint64_t offset);
 
+/* Little-endian fields read and written in place at any alignment (the record format and
+ * the benchmark's shared blocks; record.c refuses to build on a big-endian host). */
+#include <string.h>
+static inline uint16_t nmq_ld16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t nmq_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t nmq_ld64(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline void nmq_st32(void *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void nmq_st64(void *p, uint64_t v) { memcpy(p, &v, 8); }
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t nmq_now_ns(void);
 

@@ -23,13 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../nanomq.h"
-
-static inline uint64_t ld64(const char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
+#include "../nmq_internal.h"
 
 /* The messages of n records of `size` bytes each from rec: cls(topic, partition, offset,
  * timestamp, key, value). The caller has checked that the records tile their buffer and
@@ -48,8 +42,8 @@ static PyObject *build_messages(const char *rec, Py_ssize_t n, Py_ssize_t size, 
         PyObject *msg = cls->tp_alloc(cls, 6);
         if (!msg) goto fail;
         PyList_SET_ITEM(out, i, msg); /* owned by the list from here: freed with it on failure */
-        PyObject *off = PyLong_FromUnsignedLongLong(ld64(rec));
-        PyObject *ts = PyLong_FromLongLong((long long)ld64(rec + 32));
+        PyObject *off = PyLong_FromUnsignedLongLong(nmq_ld64(rec));
+        PyObject *ts = PyLong_FromLongLong((long long)nmq_ld64(rec + 32));
         PyObject *key = has_key ? PyBytes_FromStringAndSize(rec + NMQ_RECORD_HEADER, key_len) : Py_NewRef(Py_None);
         PyObject *value = PyBytes_FromStringAndSize(rec + NMQ_RECORD_HEADER + key_len, value_len);
         PyTuple_SET_ITEM(msg, 0, Py_NewRef(topic));
@@ -65,18 +59,6 @@ static PyObject *build_messages(const char *rec, Py_ssize_t n, Py_ssize_t size, 
 fail:
     Py_DECREF(out);
     return NULL;
-}
-
-static inline uint32_t ld32(const char *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static inline uint16_t ld16(const char *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
 }
 
 typedef int (*scan_fn)(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
@@ -117,7 +99,7 @@ static PyObject *deliver_messages(PyObject *module, PyObject *const *args, Py_ss
     const char *p = PyBytes_AS_STRING(body);
     const char *recs = p + DELIVER_FIELDS;
     const Py_ssize_t len = PyBytes_GET_SIZE(body) - DELIVER_FIELDS;
-    PyObject *sub = PyLong_FromUnsignedLong(ld32(p));
+    PyObject *sub = PyLong_FromUnsignedLong(nmq_ld32(p));
     if (!sub) return NULL;
     PyObject *partition = PyDict_GetItemWithError(part_of, sub); /* borrowed */
     if (!partition) {
@@ -131,23 +113,23 @@ static PyObject *deliver_messages(PyObject *module, PyObject *const *args, Py_ss
     if (scan(recs, (uint64_t)len, -1, 0, &res) != 0 || res.status != NMQ_SCAN_END || res.nbytes != (uint64_t)len)
         goto decline;
     /* valid records: each length is within the buffer and matches its key and value lengths */
-    const uint32_t length = ld32(recs + OFF_LENGTH);
+    const uint32_t length = nmq_ld32(recs + OFF_LENGTH);
     const uint8_t flags = (uint8_t)recs[OFF_FLAGS];
-    const uint16_t key_len = ld16(recs + OFF_KEY_LEN);
+    const uint16_t key_len = nmq_ld16(recs + OFF_KEY_LEN);
     const Py_ssize_t size = (Py_ssize_t)((length + 7u) & ~7u);
     if ((flags & NMQ_RECORD_CODEC_MASK) != NMQ_CODEC_NONE || len % size) goto decline;
     const Py_ssize_t n = len / size;
     for (Py_ssize_t i = 1; i < n; i++) {
         const char *r = recs + i * size;
-        if (ld32(r + OFF_LENGTH) != length || (uint8_t)r[OFF_FLAGS] != flags || ld16(r + OFF_KEY_LEN) != key_len)
+        if (nmq_ld32(r + OFF_LENGTH) != length || (uint8_t)r[OFF_FLAGS] != flags || nmq_ld16(r + OFF_KEY_LEN) != key_len)
             goto decline;
     }
-    const Py_ssize_t value_len = (Py_ssize_t)ld32(recs + OFF_VALUE_LEN);
+    const Py_ssize_t value_len = (Py_ssize_t)nmq_ld32(recs + OFF_VALUE_LEN);
     if (NMQ_RECORD_HEADER + key_len + value_len != (Py_ssize_t)length) goto decline;
     PyObject *msgs =
         build_messages(recs, n, size, key_len, value_len, (flags & NMQ_RECORD_FLAG_KEY) != 0, topic, partition, cls);
     if (msgs)
-        result = Py_BuildValue("(OOKNn)", sub, partition, (unsigned long long)ld64(p + 24), msgs, size);
+        result = Py_BuildValue("(OOKNn)", sub, partition, (unsigned long long)nmq_ld64(p + 24), msgs, size);
     goto done;
 decline:
     result = Py_NewRef(Py_None);

@@ -4,9 +4,9 @@ Shape: a pool of `pool_size` connections, each read by whichever thread waits on
 synchronous publish reads its own ack) or else by its own I/O thread, which resolves futures
 (so `on_delivery` callbacks run without the caller polling). Messages are encoded with
 `nanomq.record.encode_batch_after` straight behind the frame's fields (one C call per frame,
-a single message included) and the PUBLISH frame carries those bytes unchanged. The number of unacknowledged messages is bounded by
-`max_in_flight`: a publish that would exceed it blocks until acks free room, and raises
-PublishTimeoutError when `timeout` passes first.
+a single message included) and the PUBLISH frame carries those bytes unchanged. The number of
+unacknowledged messages is bounded by `max_in_flight`: a publish that would exceed it blocks
+until acks free room, and raises PublishTimeoutError when `timeout` passes first.
 
 Ordering: messages with the same (topic, partition) or the same (topic, key) always take
 the same connection, so they are appended in the order they were published; keyless
