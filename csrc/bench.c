@@ -189,7 +189,6 @@ static int pop_spin(struct control *ctl, nmq_ring *r, void *out, uint32_t cap) {
     }
 }
 
-
 static inline void record(const nmq_hdr_layout *l, uint64_t *counts, int64_t v, uint64_t *dropped) {
     int64_t index = hdr_index(l, v);
     if (NMQ_LIKELY(index >= 0))

@@ -102,7 +102,6 @@ static void populate_to(nmq_seg *s, uint64_t need) {
     }
 }
 
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
 static int64_t realtime_ns(void) {
@@ -549,7 +548,7 @@ int64_t nmq_seg_append_encoded(nmq_seg *s, const void *buf, uint64_t len, uint64
             memcpy(dst, b + p, size);
             used += size;
         }
-        st64(dst, s->next_offset);
+        nmq_st64(dst, s->next_offset);
         index_add(s->index, s->index_cap, &s->index_count, &s->index_pos, s->next_offset - s->base_offset, s->pos,
                   s->interval);
         int64_t ts = (int64_t)nmq_ld64(dst + 32);
@@ -576,9 +575,9 @@ void nmq_log_segment_header(void *out, uint64_t base_offset, int64_t created_ns,
     memcpy(p, SEG_MAGIC, 8);
     nmq_st32(p + 8, NMQ_LOG_SEGMENT_VERSION);
     nmq_st32(p + 12, NMQ_LOG_SEGMENT_HEADER);
-    st64(p + 16, base_offset);
-    st64(p + 24, (uint64_t)created_ns);
-    st64(p + 32, segment_bytes);
+    nmq_st64(p + 16, base_offset);
+    nmq_st64(p + 24, (uint64_t)created_ns);
+    nmq_st64(p + 32, segment_bytes);
     nmq_st32(p + 60, nmq_crc32c(0, p, 60));
 }
 
