@@ -22,7 +22,9 @@ from nanomq._reccore import encode_into as _encode_into
 from nanomq._reccore import scan as _scan
 
 _ENCODE_ADDRESS = function_address("nmq_record_encode")
-_SCAN_ADDRESS = function_address("nmq_record_scan")
+SCAN_ADDRESS = function_address("nmq_record_scan")
+"""Where nmq_record_scan is, for the C helpers that call it without cffi (nanomq._reccore.scan,
+nanomq._msgcore.deliver_messages)."""
 
 __all__ = [
     "HEADER_SIZE",
@@ -384,7 +386,7 @@ def scan(
     that offsets run first_offset, first_offset + 1, ... Never raises for bad data.
     """
     first = -1 if first_offset is None else first_offset
-    count, size, status = _scan(buf, first, max_records or 0, _SCAN_ADDRESS)
+    count, size, status = _scan(buf, first, max_records or 0, SCAN_ADDRESS)
     return ScanResult(count, size, ScanStatus(status))
 
 
@@ -393,7 +395,7 @@ def validate_batch(buf: bytes | bytearray | memoryview, first_offset: int | None
 
     Raises CorruptRecordError naming the byte position, the expected offset and the reason.
     """
-    count, size, status = _scan(buf, -1 if first_offset is None else first_offset, 0, _SCAN_ADDRESS)
+    count, size, status = _scan(buf, -1 if first_offset is None else first_offset, 0, SCAN_ADDRESS)
     if status != _SCAN_END:
         status = ScanStatus(status)
         reason, text = _REASON[status]

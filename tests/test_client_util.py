@@ -78,9 +78,9 @@ def _deliver_body(data: bytes, subscription: int = 5, end: int = 10**6) -> bytes
 def _deliver(body: object, part_of: dict[int, int] | None = None, cls: type = Message) -> object:
     from nanomq._msgcore import deliver_messages
 
-    from nanomq.client.subscriber import _SCAN
+    from nanomq.record import SCAN_ADDRESS
 
-    return deliver_messages(body, "t", {5: 7} if part_of is None else part_of, cls, _SCAN)
+    return deliver_messages(body, "t", {5: 7} if part_of is None else part_of, cls, SCAN_ADDRESS)
 
 
 def _stamped(values: list[bytes], keys: list[bytes | None] | None = None, codec: str | None = None) -> bytes:

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../nmq_internal.h"
+#include "pymodule.h"
 
 /* The messages of n records of `size` bytes each from rec: cls(topic, partition, offset,
  * timestamp, key, value). The caller has checked that the records tile their buffer and
@@ -61,9 +62,6 @@ fail:
     return NULL;
 }
 
-typedef int (*scan_fn)(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
-                       nmq_scan_result *out);
-
 /* A DELIVER body: u32 subscription, i32 partition, u64 first, next and end offsets, records. */
 enum { DELIVER_FIELDS = 32, OFF_LENGTH = 12, OFF_FLAGS = 21, OFF_KEY_LEN = 22, OFF_VALUE_LEN = 24 };
 
@@ -90,7 +88,7 @@ static PyObject *deliver_messages(PyObject *module, PyObject *const *args, Py_ss
         PyErr_SetString(PyExc_TypeError, "deliver_messages(body, topic: str, part_of: dict, cls: tuple subclass, scan)");
         return NULL;
     }
-    scan_fn scan = (scan_fn)PyLong_AsVoidPtr(args[4]);
+    nmq_scan_fn scan = (nmq_scan_fn)PyLong_AsVoidPtr(args[4]);
     if (!scan) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "deliver_messages: no scanner address");
         return NULL;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "../nanomq.h"
+#include "pymodule.h"
 
 typedef int64_t (*encode_fn)(void *out, uint64_t cap, const void *key, int32_t key_len, const void *value,
                              uint32_t value_len, uint32_t raw_len, uint32_t codec, int64_t timestamp_ns,
@@ -146,9 +147,6 @@ fail:
     return NULL;
 }
 
-typedef int (*scan_fn)(const void *buf, uint64_t len, int64_t first_offset, uint64_t max_records,
-                       nmq_scan_result *out);
-
 PyDoc_STRVAR(scan_doc,
              "scan(buf, first_offset, max_records, scan) -> (count, nbytes, status)\n--\n\n"
              "nmq_record_scan over buf (any contiguous buffer; first_offset -1: not checked,\n"
@@ -166,7 +164,7 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (first == -1 && PyErr_Occurred()) return NULL;
     unsigned long long max_records = PyLong_AsUnsignedLongLong(args[2]);
     if (max_records == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    scan_fn fn = (scan_fn)PyLong_AsVoidPtr(args[3]);
+    nmq_scan_fn fn = (nmq_scan_fn)PyLong_AsVoidPtr(args[3]);
     if (!fn) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "scan: no scanner address");
         return NULL;

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 from nanomq import protocol as P
 from nanomq import record
-from nanomq._ffi import function_address
 from nanomq._msgcore import deliver_messages
 from nanomq.client._conn import Connection
 from nanomq.client._errors import error_from_code
@@ -94,8 +93,6 @@ def start_to_spec(start: Start) -> tuple[str, int]:
 _MIN_WINDOW = 128 * 1024  # credit per partition: room for the largest record (64 KiB + key + header) twice
 _MAX_DELIVER = 256 * 1024  # record bytes in one DELIVER
 
-
-_SCAN = function_address("nmq_record_scan")  # for deliver_messages (csrc/py/msgcore.c)
 
 _GROUP_CODES = frozenset({"UNKNOWN_MEMBER", "ILLEGAL_GENERATION", "NOT_ASSIGNED", "UNKNOWN_GROUP"})
 
@@ -638,7 +635,7 @@ class Subscriber:
 
     def _on_deliver(self, frame: P.Frame) -> None:
         # the usual DELIVER (valid, uniform records of a live subscription) in one C call
-        fast = deliver_messages(frame.body, self.topic, self._part_of, Message, _SCAN)
+        fast = deliver_messages(frame.body, self.topic, self._part_of, Message, record.SCAN_ADDRESS)
         if fast is not None:
             sub, p, end, msgs, size = fast
             with self._cond:
